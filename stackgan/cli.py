@@ -1,0 +1,127 @@
+"""The `stackgan` console script: one subcommand per pipeline stage (dvc.yaml calls exactly these)."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from stackgan import config as C
+from stackgan.errors import UserError
+
+
+def _params(args):
+    return C.load_params(args.params)
+
+
+def cmd_describe(args):
+    from stackgan.methods import parameter_counts
+
+    cfg = C.experiment_config(_params(args), args.experiment, args.profile)
+    counts = parameter_counts(cfg)
+    if args.json:
+        print(json.dumps({"config": cfg, "parameters": counts, "config_hash": C.config_hash(cfg)}, indent=2))
+    else:
+        print(f"{cfg['name']} ({cfg['family']}, dataset {cfg['data']['name']}, profile {cfg['profile']})")
+        for name, n in counts.items():
+            print(f"  {name:8s} {n:>13,d} parameters")
+
+
+def cmd_fetch(args):
+    from stackgan.fetch import fetch
+
+    params = _params(args)
+    ds = C.dataset_config(params, args.dataset, args.profile)
+    print(fetch(ds, Path(args.out or ds["raw_dir"])))
+
+
+def cmd_prepare(args):
+    from stackgan.prepare import prepare
+
+    params = _params(args)
+    ds = C.dataset_config(params, args.dataset, args.profile)
+    limit = args.limit if args.limit is not None else ds["limit"]
+    out = prepare(ds, Path(args.raw or ds["raw_dir"]), Path(args.out or ds["prepared_dir"]), limit)
+    print(out)
+
+
+def cmd_train(args):
+    from stackgan.train import train
+
+    cfg = C.experiment_config(_params(args), args.experiment, args.profile)
+    if args.dry_run:
+        print(json.dumps(cfg, indent=2))
+        return
+    train(cfg, device_pref=args.device, stop_after=args.stop_after)
+
+
+def cmd_sample(args):
+    from stackgan.sample import sample
+
+    cfg = C.experiment_config(_params(args), args.experiment, args.profile)
+    print(sample(cfg, device=args.device))
+
+
+def cmd_report(args):
+    from stackgan.report import write_tables
+
+    for path in write_tables(Path(args.metrics), Path(args.out)):
+        print(path)
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="stackgan", description=__doc__)
+    p.add_argument("--params", default=str(C.DEFAULT_PARAMS), help="params file (default: params.yaml)")
+    p.add_argument("--profile", default=None, help=f"override params.yaml's profile ({', '.join(C.PROFILES)})")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("describe", help="print an experiment's resolved config and parameter counts")
+    s.add_argument("experiment")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_describe)
+
+    s = sub.add_parser("fetch", help="download (or, for `synthetic`, generate) a dataset's raw files")
+    s.add_argument("dataset")
+    s.add_argument("--out", help="raw folder (default data/raw/<dataset>)")
+    s.set_defaults(fn=cmd_fetch)
+
+    s = sub.add_parser("prepare", help="split, crop and shard a raw dataset")
+    s.add_argument("dataset")
+    s.add_argument("--raw", help="raw folder (default data/raw/<dataset>)")
+    s.add_argument("--out", help="prepared folder (default data/prepared/<profile>/<dataset>)")
+    s.add_argument("--limit", type=int, help="keep N images per split (small subsets for CI and smoke runs)")
+    s.set_defaults(fn=cmd_prepare)
+
+    s = sub.add_parser("train", help="train an experiment (resumes from its checkpoint); works under torchrun")
+    s.add_argument("experiment")
+    s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    s.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    s.add_argument("--stop-after", type=int, help=argparse.SUPPRESS)
+    s.set_defaults(fn=cmd_train)
+
+    s = sub.add_parser("sample", help="write the evaluation samples of a trained experiment")
+    s.add_argument("experiment")
+    s.add_argument("--device", default="cpu")
+    s.set_defaults(fn=cmd_sample)
+
+    s = sub.add_parser("report", help="write results/tables/*.md from results/metrics")
+    s.add_argument("--metrics", default="results/metrics")
+    s.add_argument("--out", default="results/tables")
+    s.set_defaults(fn=cmd_report)
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except UserError as e:
+        print(f"stackgan: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("stackgan: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,364 @@
+"""`prepare` for datasets in StackGAN's CUB layout: real CUB-200-2011 with the authors' birds
+metadata, and the embedded synthetic dataset (same layout, plus ground-truth attributes).
+
+Raw layout (StackGAN-v2 data/birds; reference spec §5):
+    <raw>/train|test/filenames.pickle, char-CNN-RNN-embeddings.pickle, [class_info.pickle]
+    <raw>/text/<key>.txt (optional here)       <raw>/CUB_200_2011/images/<key>.jpg,
+    <raw>/CUB_200_2011/images.txt, bounding_boxes.txt     [<raw>/synthetic_attributes.txt]
+Output: the prepared format of stackgan/data/prepared.py, written to a temporary folder beside
+out_dir and renamed into place only when complete.
+"""
+
+import contextlib
+import hashlib
+import json
+import os
+import pickle
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from stackgan.data.shards import ShardWriter
+from stackgan.errors import UserError
+
+SPLITS = ("train", "test")
+BIRDS_DRIVE_ID = "0B3y_msrWZaXLT1BZdVdycDY5TEE"
+CUB_URL = "http://www.vision.caltech.edu/visipedia/CUB-200-2011.html"
+ATTRIBUTE_FILE = "synthetic_attributes.txt"
+RESAMPLE = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC,
+            "lanczos": Image.LANCZOS}
+# short: shorter side -> size, aspect kept (torchvision Scale(size), StackGAN-v2 / V1PT-style);
+# square: size x size, aspect not kept (StackGAN-v1 TF preprocessing); crop: bbox crop as is.
+VIEW_MODES = ("short", "square", "crop")
+
+
+def _metadata_hint(raw: Path) -> str:
+    return (f"download the StackGAN birds metadata (Google Drive id {BIRDS_DRIVE_ID}) and unpack "
+            f"it so that {raw}/train/filenames.pickle exists")
+
+
+def _images_hint(raw: Path) -> str:
+    return f"download CUB_200_2011.tgz ({CUB_URL}) and unpack it into {raw} (giving {raw}/CUB_200_2011/images/)"
+
+
+def check_layout(raw: Path):
+    """Fail early, with the remedy, when the raw folder is not in StackGAN's layout."""
+    if not raw.is_dir():
+        raise UserError(f"raw folder {raw} not found; {_metadata_hint(raw)}, and {_images_hint(raw)}")
+    for split in SPLITS:
+        names = raw / split / "filenames.pickle"
+        if not names.is_file():
+            for nested in ("birds", "Data/birds", "data/birds"):
+                if (raw / nested / split / "filenames.pickle").is_file():
+                    raise UserError(f"{names} not found but {raw / nested / split} exists; "
+                                    f"pass --raw {raw / nested}")
+            raise UserError(f"{names} not found; {_metadata_hint(raw)}")
+        embeddings = raw / split / "char-CNN-RNN-embeddings.pickle"
+        if not embeddings.is_file():
+            raise UserError(f"{embeddings} not found; {_metadata_hint(raw)}")
+    cub = raw / "CUB_200_2011"
+    for name in ("images.txt", "bounding_boxes.txt"):
+        if not (cub / name).is_file():
+            if (cub / "CUB_200_2011" / name).is_file():
+                raise UserError(f"{cub / name} not found but {cub / 'CUB_200_2011' / name} exists; "
+                                f"the archive was unpacked one level too deep: move its contents up")
+            if (raw / name).is_file():
+                raise UserError(f"{cub / name} not found but {raw / name} exists; move CUB's files "
+                                f"into {cub}/ (the layout is <raw>/CUB_200_2011/{name})")
+            raise UserError(f"{cub / name} not found; {_images_hint(raw)}")
+
+
+def check_views(views: dict) -> dict:
+    """Validate view specs; returns them with defaults filled (resample: bilinear)."""
+    if not views:
+        raise UserError("prepare: no views requested; give at least one, e.g. short76")
+    out = {}
+    for name, spec in views.items():
+        spec = {"resample": "bilinear", **spec}
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+            raise UserError(f"view name '{name}' must use letters, digits, '_' or '-' only")
+        if spec.get("mode") not in VIEW_MODES:
+            raise UserError(f"view '{name}': mode must be one of {VIEW_MODES}, got {spec.get('mode')!r}")
+        if spec["resample"] not in RESAMPLE:
+            raise UserError(f"view '{name}': resample must be one of {sorted(RESAMPLE)}")
+        if spec["mode"] != "crop" and not (isinstance(spec.get("size"), int) and spec["size"] > 0):
+            raise UserError(f"view '{name}': size must be a positive integer, got {spec.get('size')!r}")
+        out[name] = spec
+    return out
+
+
+def _read_rows(path: Path, columns: int) -> list[list[str]]:
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split()
+        if len(fields) != columns:
+            raise UserError(f"{path} line {number}: expected {columns} fields, got {len(fields)}; "
+                            "the file is damaged, re-extract it from CUB_200_2011.tgz")
+        rows.append(fields)
+    return rows
+
+
+def read_image_table(cub: Path) -> dict[str, tuple[str, tuple[int, int, int, int]]]:
+    """key -> (relative image path, bbox (x, y, w, h) as ints); row i of images.txt pairs with
+    row i of bounding_boxes.txt, as in the reference loaders."""
+    images = _read_rows(cub / "images.txt", 2)
+    boxes = _read_rows(cub / "bounding_boxes.txt", 5)
+    if len(images) != len(boxes):
+        raise UserError(f"{cub / 'bounding_boxes.txt'} has {len(boxes)} rows but images.txt has "
+                        f"{len(images)}; one is truncated, re-extract both from CUB_200_2011.tgz")
+    table = {}
+    for (image_id, rel), (box_id, *box) in zip(images, boxes):
+        if image_id != box_id:
+            raise UserError(f"{cub / 'bounding_boxes.txt'}: row for image id {box_id} is paired with "
+                            f"images.txt id {image_id}; the files do not match, re-extract both")
+        try:
+            bbox = tuple(int(float(v)) for v in box)  # the reference reads them as int
+        except ValueError:
+            raise UserError(f"{cub / 'bounding_boxes.txt'}: bad numbers for image id {box_id}; re-extract it")
+        table[os.path.splitext(rel)[0]] = (rel, bbox)
+    return table
+
+
+def bbox_crop_box(bbox, width: int, height: int) -> tuple[int, int, int, int]:
+    """StackGAN's custom_crop box: a 1.5 x max(w, h) square around the bbox centre, clipped."""
+    x, y, w, h = bbox
+    r = int(0.75 * max(w, h))
+    cx, cy = int((2 * x + w) / 2), int((2 * y + h) / 2)
+    return max(0, cx - r), max(0, cy - r), min(width, cx + r), min(height, cy + r)
+
+
+def make_view(img: Image.Image, spec: dict) -> np.ndarray:
+    mode, resample = spec["mode"], RESAMPLE[spec["resample"]]
+    if mode == "square":
+        img = img.resize((spec["size"], spec["size"]), resample)
+    elif mode == "short":
+        size, (w, h) = spec["size"], img.size
+        if min(w, h) != size:  # torchvision Scale leaves an image already at size untouched
+            new = (size, int(size * h / w)) if w < h else (int(size * w / h), size)
+            img = img.resize(new, resample)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def load_rgb(path: Path) -> Image.Image:
+    if not path.is_file():
+        raise UserError(f"{path} is missing (listed in images.txt); re-extract CUB_200_2011.tgz")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        reason = str(err).replace("\n", " ")
+        raise UserError(f"{path} cannot be decoded ({reason}); the file is corrupt, "
+                        "re-download and re-extract CUB_200_2011.tgz") from None
+
+
+def load_py2_pickle(path: Path):
+    """Load a pickle written by Python 2 (the authors' metadata): byte strings as latin1."""
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f, encoding="latin1")
+    except Exception as err:  # any unpickling failure means a damaged or foreign file
+        raise UserError(f"{path} cannot be read as a pickle ({type(err).__name__}); "
+                        f"re-download the metadata (Google Drive id {BIRDS_DRIVE_ID})") from None
+
+
+def read_split_metadata(raw: Path, split: str) -> dict:
+    folder = raw / split
+    keys = load_py2_pickle(folder / "filenames.pickle")
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise UserError(f"{folder / 'filenames.pickle'} does not hold a list of keys; re-download it")
+    emb_path = folder / "char-CNN-RNN-embeddings.pickle"
+    try:
+        embeddings = np.asarray(load_py2_pickle(emb_path), dtype=np.float32)
+    except ValueError:
+        raise UserError(f"{emb_path} does not hold an array of embeddings; re-download it") from None
+    if embeddings.ndim == 2:
+        embeddings = embeddings[:, None, :]
+    if embeddings.ndim != 3 or len(embeddings) != len(keys):
+        raise UserError(f"{emb_path} holds embeddings of shape {embeddings.shape} for {len(keys)} "
+                        f"filenames; the metadata files do not match, re-download them together")
+    info_path = folder / "class_info.pickle"
+    if info_path.is_file():
+        class_ids = np.asarray(load_py2_pickle(info_path), dtype=np.int64).reshape(-1)
+        if len(class_ids) != len(keys):
+            raise UserError(f"{info_path} has {len(class_ids)} entries for {len(keys)} filenames; "
+                            "re-download the metadata")
+    else:  # the reference then treats each image as its own class (wrong-image sampling)
+        class_ids = np.arange(len(keys), dtype=np.int64)
+    return {"keys": keys, "embeddings": embeddings, "class_ids": class_ids,
+            "class_info": info_path.is_file()}
+
+
+def read_attributes(path: Path):
+    """(names, values per name, key -> ids) from synthetic_attributes.txt."""
+    names, values, table = [], {}, {}
+    for line in path.read_text().splitlines():
+        header = re.fullmatch(r"# (\w+): ((?:\d+=\S+ ?)+)", line)
+        if header:
+            names.append(header.group(1))
+            values[header.group(1)] = [item.split("=", 1)[1] for item in header.group(2).split()]
+        elif line and not line.startswith("#"):
+            key, *ids = line.split()
+            if len(ids) != len(names):
+                raise UserError(f"{path}: line for {key} has {len(ids)} ids, header names {len(names)}; regenerate it")
+            table[key] = [int(v) for v in ids]
+    return names, values, table
+
+
+def read_captions(text_dir: Path, key: str, count: int) -> list[str]:
+    path = text_dir / f"{key}.txt"
+    if not path.is_file():
+        raise UserError(f"{path} is missing; unpack the caption files (text/) from the metadata download")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = data.decode("latin1")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) < count:
+        raise UserError(f"{path} has {len(lines)} captions but there are {count} embeddings per "
+                        "image; re-download the caption files")
+    return lines[:count]
+
+
+def spread_selection(class_ids: np.ndarray, limit: int) -> np.ndarray:
+    """`limit` indices spread over classes: round-robin over classes in id order, taking each
+    class's images in file order; returned in file order."""
+    if limit >= len(class_ids):
+        return np.arange(len(class_ids))
+    per_class = [np.flatnonzero(class_ids == c) for c in np.unique(class_ids)]
+    chosen = []
+    for depth in range(max(len(m) for m in per_class)):
+        for members in per_class:
+            if depth < len(members) and len(chosen) < limit:
+                chosen.append(members[depth])
+    return np.sort(np.array(chosen, dtype=np.int64))
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_split(raw, out, split, meta, table, views, attributes, text_dir):
+    out.mkdir(parents=True)
+    keys = meta["keys"]
+    (out / "keys.txt").write_text("".join(f"{k}\n" for k in keys))
+    np.save(out / "class_ids.npy", meta["class_ids"])
+    np.save(out / "embeddings.npy", meta["embeddings"])
+    if attributes is not None:
+        missing = [k for k in keys if k not in attributes]
+        if missing:
+            raise UserError(f"{raw / ATTRIBUTE_FILE} has no entry for {missing[0]}; regenerate the synthetic dataset")
+        np.save(out / "attributes.npy", np.array([attributes[k] for k in keys], dtype=np.int64))
+    if text_dir is not None:
+        captions = [read_captions(text_dir, k, meta["embeddings"].shape[1]) for k in keys]
+        (out / "captions.json").write_text(json.dumps(captions))
+    writers = {name: ShardWriter(out, name) for name in views}
+    try:
+        for key in tqdm(keys, desc=f"prepare {split}", unit="img", disable=None, leave=False):
+            rel, bbox = table[key]
+            img = load_rgb(raw / "CUB_200_2011" / "images" / rel)
+            box = bbox_crop_box(bbox, *img.size)
+            if box[2] <= box[0] or box[3] <= box[1]:
+                raise UserError(f"{raw / 'CUB_200_2011' / 'bounding_boxes.txt'}: box {bbox} of {key} "
+                                f"crops nothing from its {img.size[0]}x{img.size[1]} image; re-extract it")
+            crop = img.crop(box)
+            for name, spec in views.items():
+                writers[name].append(make_view(crop, spec))
+    finally:
+        for writer in writers.values():
+            writer.close()
+
+
+def _replace_dir(tmp: Path, out_dir: Path):
+    if not out_dir.exists():
+        os.replace(tmp, out_dir)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
+    os.replace(out_dir, old / "previous")
+    os.replace(tmp, out_dir)
+    shutil.rmtree(old)
+
+
+def prepare(raw_dir, out_dir, views: dict, limit=None, expected_counts=None, dataset=None) -> dict:
+    """Crop, resize and shard a CUB-layout dataset; returns the manifest written to out_dir.
+
+    views: {name: {"mode": "short"|"square"|"crop", "size": int, "resample": "bilinear"|...}}.
+    limit: keep this many images per split, spread over classes (for CI-sized runs).
+    expected_counts: {"train": 8855, "test": 2933}; checked when limit is None.
+    dataset: the name recorded in the manifest (default "synthetic" when the raw folder holds
+    synthetic_attributes.txt, else "cub").
+    """
+    raw, out_dir = Path(raw_dir), Path(out_dir)
+    views = check_views(views)
+    if limit is not None and (not isinstance(limit, int) or limit <= 0):
+        raise UserError(f"--limit must be a positive number of images per split, got {limit!r}")
+    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "manifest.json").is_file():
+        raise UserError(f"{out_dir} is not empty and holds no prepared dataset; choose a new folder")
+    check_layout(raw)
+    table = read_image_table(raw / "CUB_200_2011")
+    attr_path = raw / ATTRIBUTE_FILE
+    attr_names, attr_values, attributes = (read_attributes(attr_path) if attr_path.is_file()
+                                           else (None, None, None))
+    text_dir = raw / "text" if (raw / "text").is_dir() else None
+    metas = {split: read_split_metadata(raw, split) for split in SPLITS}
+    for split, meta in metas.items():
+        expected = (expected_counts or {}).get(split)
+        if limit is None and expected is not None and len(meta["keys"]) != expected:
+            raise UserError(f"{raw / split / 'filenames.pickle'} lists {len(meta['keys'])} images, "
+                            f"expected {expected} (paper Table 1); the download is incomplete or "
+                            "from another dataset version, re-download it")
+        unknown = [k for k in meta["keys"] if k not in table]
+        if unknown:
+            raise UserError(f"{raw / split / 'filenames.pickle'} names {unknown[0]}, which "
+                            f"{raw / 'CUB_200_2011' / 'images.txt'} does not list; {_images_hint(raw)}")
+        if limit is not None:
+            keep = spread_selection(meta["class_ids"], limit)
+            meta.update(keys=[meta["keys"][i] for i in keep], embeddings=meta["embeddings"][keep],
+                        class_ids=meta["class_ids"][keep])
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        for split, meta in metas.items():
+            _write_split(raw, tmp / split, split, meta, table, views, attributes, text_dir)
+        sources = [p for p in (raw / "CUB_200_2011" / "images.txt",
+                               raw / "CUB_200_2011" / "bounding_boxes.txt", attr_path,
+                               *(raw / s / f for s in SPLITS for f in
+                                 ("filenames.pickle", "class_info.pickle", "char-CNN-RNN-embeddings.pickle")))
+                   if p.is_file()]
+        manifest = {
+            "format_version": 1,
+            "dataset": dataset or ("synthetic" if attributes is not None else "cub"),
+            "limit": limit,
+            "crop": "StackGAN custom_crop: 1.5 x max(bbox w, h) square around the bbox centre, clipped",
+            "views": views,
+            "splits": {split: {"count": len(m["keys"]), "num_classes": int(len(np.unique(m["class_ids"]))),
+                               "captions_per_image": int(m["embeddings"].shape[1]),
+                               "embedding_dim": int(m["embeddings"].shape[2]),
+                               "class_info": "class_info.pickle" if m["class_info"] else "absent: one class per image",
+                               "captions": text_dir is not None}
+                       for split, m in metas.items()},
+            "attributes": None if attributes is None else {"names": attr_names, "values": attr_values},
+            "files": {p.relative_to(tmp).as_posix(): sha256_file(p)
+                      for p in sorted(tmp.rglob("*")) if p.is_file()},
+            "sources": {p.relative_to(raw).as_posix(): sha256_file(p) for p in sources},
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        _replace_dir(tmp, out_dir)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(tmp)
+        raise
+    return manifest

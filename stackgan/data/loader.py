@@ -1,0 +1,138 @@
+"""Training and evaluation datasets over a PreparedSplit, following the reference pipelines.
+
+Per item (StackGAN-v2 datasets.py, spec §2): random crop of max(imsizes) from the stored view,
+horizontal flip with p=0.5, the smaller sizes are PIL-bilinear resizes of that same crop,
+pixels normalised to [-1, 1]; one random caption embedding (or the mean of k distinct ones,
+StackGAN-v1 TF NUM_EMBEDDING=4); a "wrong" (mismatched) image with its own crop and flip.
+
+Every random choice comes from numpy's Generator seeded by (seed, epoch, index), so an item
+is a pure function of those three numbers: a resumed run or another DDP rank gets exactly the
+same item, whatever worker processes or order fetched it.
+"""
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from stackgan.data.prepared import PreparedSplit
+from stackgan.errors import UserError
+
+WRONG_RULES = ("v2", "v1tf")
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """HxWx3 uint8 -> 3xHxW float32 in [-1, 1], same arithmetic as ToTensor + Normalize(0.5, 0.5)."""
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255)
+    return x.sub(0.5).div(0.5)
+
+
+class TextImageDataset(Dataset):
+    def __init__(self, split: PreparedSplit, view: str, imsizes: list[int], flip=True,
+                 num_embeddings=1, wrong_rule="v2", seed=0):
+        if split.embeddings is None:
+            raise UserError(f"{split.dir}: no embeddings.npy; this dataset has no captions to condition on")
+        if wrong_rule not in WRONG_RULES:
+            raise UserError(f"wrong_rule must be one of {WRONG_RULES}, got {wrong_rule!r}")
+        captions_per_image = split.embeddings.shape[1]
+        if not 1 <= num_embeddings <= captions_per_image:
+            raise UserError(f"num_embeddings={num_embeddings}: must be 1..{captions_per_image} "
+                            "(the captions stored per image)")
+        self.split = split
+        self.view = view
+        self.imsizes = sorted(imsizes)
+        self.flip = flip
+        self.num_embeddings = num_embeddings
+        self.wrong_rule = wrong_rule
+        self.seed = seed
+        self.epoch = 0
+        shard = split.shard(view)
+        smallest = int(shard.index[:, 1:].min()) if len(shard) else 0
+        if len(shard) and smallest < self.imsizes[-1]:
+            raise UserError(f"view '{view}' of {split.dir} has images with a side of {smallest} px, "
+                            f"smaller than the crop size {self.imsizes[-1]}; prepare a larger view")
+
+    def set_epoch(self, epoch: int):
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def _embedding(self, rng, index):
+        embeddings = self.split.embeddings[index]
+        if self.num_embeddings == 1:
+            caption = int(rng.integers(len(embeddings)))
+            return np.array(embeddings[caption], dtype=np.float32), caption
+        chosen = rng.choice(len(embeddings), size=self.num_embeddings, replace=False)
+        return np.asarray(embeddings[np.sort(chosen)], dtype=np.float32).mean(axis=0), -1
+
+    def _wrong_index(self, rng, index):
+        n, classes = len(self), self.split.class_ids
+        wrong = int(rng.integers(n))
+        if classes[wrong] == classes[index]:
+            if self.wrong_rule == "v2":  # a single redraw: a same-class wrong image stays possible
+                wrong = int(rng.integers(n))
+            else:  # StackGAN-v1 TF: shift by randint(100, 200) (numpy: 100..199)
+                wrong = (wrong + int(rng.integers(100, 200))) % n
+        return wrong
+
+    def _images(self, rng, index) -> list[torch.Tensor]:
+        image = self.split.image(self.view, index)
+        size = self.imsizes[-1]
+        top = int(rng.integers(image.shape[0] - size + 1))
+        left = int(rng.integers(image.shape[1] - size + 1))
+        crop = image[top:top + size, left:left + size]
+        if self.flip and rng.random() < 0.5:
+            crop = crop[:, ::-1]
+        crop_pil = Image.fromarray(np.ascontiguousarray(crop))
+        out = []
+        for s in self.imsizes:
+            resized = crop_pil if s == size else crop_pil.resize((s, s), Image.BILINEAR)
+            out.append(to_tensor(np.asarray(resized)))
+        return out
+
+    def __getitem__(self, index: int) -> dict:
+        # The draw order below is part of the format: changing it changes every run's data.
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        embedding, caption = self._embedding(rng, index)
+        wrong = self._wrong_index(rng, index)
+        return {
+            "imgs": self._images(rng, index),
+            "wrong_imgs": self._images(rng, wrong),
+            "emb": torch.from_numpy(embedding),
+            "class_id": int(self.split.class_ids[index]),
+            "index": index,
+            "caption_index": caption,
+        }
+
+
+class EvalCaptions(Dataset):
+    """One item per test caption, in file order (image 0 captions 0..C-1, image 1, ...): the
+    reference evaluation generates one sample per caption of every test image."""
+
+    def __init__(self, split: PreparedSplit):
+        if split.embeddings is None:
+            raise UserError(f"{split.dir}: no embeddings.npy; caption-conditioned sampling needs them")
+        self.split = split
+        self.captions_per_image = split.embeddings.shape[1]
+
+    def __len__(self) -> int:
+        return len(self.split) * self.captions_per_image
+
+    def pair(self, k: int) -> tuple[int, int]:
+        """(image index, caption index) of item k."""
+        if not 0 <= k < len(self):
+            raise IndexError(k)
+        return divmod(k, self.captions_per_image)
+
+    def pairs(self) -> list[tuple[int, int]]:
+        return [self.pair(k) for k in range(len(self))]
+
+    def __getitem__(self, k: int) -> dict:
+        index, caption = self.pair(k)
+        return {
+            "emb": torch.from_numpy(np.array(self.split.embeddings[index, caption], dtype=np.float32)),
+            "class_id": int(self.split.class_ids[index]),
+            "index": index,
+            "caption_index": caption,
+        }

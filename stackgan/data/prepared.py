@@ -1,0 +1,63 @@
+"""Read access to one split of a prepared dataset (written by stackgan.data.cub.prepare).
+
+Layout of `<root>/<split>/`: keys.txt, class_ids.npy, [embeddings.npy], [captions.json],
+[attributes.npy], and per view images_<view>.u8 + images_<view>.idx.npy (see shards.py);
+`<root>/manifest.json` describes the whole dataset.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from stackgan.data.shards import ShardReader
+from stackgan.errors import UserError
+
+
+def read_manifest(root) -> dict:
+    path = Path(root) / "manifest.json"
+    if not path.is_file():
+        raise UserError(f"{path} not found; run `stackgan prepare` to build the prepared dataset")
+    return json.loads(path.read_text())
+
+
+class PreparedSplit:
+    """keys, class_ids, embeddings (N, C, D) float32 memory-mapped or None, captions (N lists
+    of C strings) or None, attributes (N, A) int64 or None, and image(view, i)."""
+
+    def __init__(self, root, split: str):
+        self.root = Path(root)
+        self.split = split
+        self.manifest = read_manifest(self.root)
+        self.dir = self.root / split
+        keys_path = self.dir / "keys.txt"
+        if not keys_path.is_file():
+            raise UserError(f"{keys_path} not found; split '{split}' was not prepared "
+                            f"(manifest lists {sorted(self.manifest.get('splits', {}))})")
+        self.keys = keys_path.read_text().splitlines()
+        self.class_ids = np.load(self.dir / "class_ids.npy")
+        self.embeddings = self._optional_npy("embeddings.npy", mmap_mode="r")
+        self.attributes = self._optional_npy("attributes.npy")
+        captions_path = self.dir / "captions.json"
+        self.captions = json.loads(captions_path.read_text()) if captions_path.is_file() else None
+        self._shards: dict[str, ShardReader] = {}
+
+    def _optional_npy(self, name, mmap_mode=None):
+        path = self.dir / name
+        return np.load(path, mmap_mode=mmap_mode) if path.is_file() else None
+
+    @property
+    def views(self) -> list[str]:
+        return sorted(self.manifest.get("views", {}))
+
+    def shard(self, view: str) -> ShardReader:
+        if view not in self._shards:
+            self._shards[view] = ShardReader(self.dir, view)
+        return self._shards[view]
+
+    def image(self, view: str, i: int) -> np.ndarray:
+        """Image i of the stored view as a read-only (H, W, 3) uint8 array."""
+        return self.shard(view)[i]
+
+    def __len__(self) -> int:
+        return len(self.keys)

@@ -1,0 +1,81 @@
+"""Image shards: many variable-size HxWx3 uint8 images in one flat file plus an index.
+
+`images_<view>.u8` holds every image's bytes back to back (C order, RGB); `images_<view>.idx.npy`
+is int64 (N, 3) = (byte offset, height, width). The reader memory-maps the .u8 file, so
+DataLoader workers share the page cache instead of each holding a copy.
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+from stackgan.errors import UserError
+
+
+def shard_paths(split_dir, view: str) -> tuple[Path, Path]:
+    split_dir = Path(split_dir)
+    return split_dir / f"images_{view}.u8", split_dir / f"images_{view}.idx.npy"
+
+
+class ShardWriter:
+    """Append images in order; `close()` writes the index. Use as a context manager."""
+
+    def __init__(self, split_dir, view: str):
+        self.data_path, self.index_path = shard_paths(split_dir, view)
+        self._file = open(self.data_path, "wb")
+        self._index: list[tuple[int, int, int]] = []
+        self._offset = 0
+
+    def append(self, image: np.ndarray):
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"shard images must be HxWx3 uint8, got {image.dtype} {image.shape}")
+        data = np.ascontiguousarray(image).tobytes()
+        self._file.write(data)
+        self._index.append((self._offset, image.shape[0], image.shape[1]))
+        self._offset += len(data)
+
+    def close(self):
+        self._file.close()
+        np.save(self.index_path, np.array(self._index, dtype=np.int64).reshape(-1, 3))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            self._file.close()
+
+
+class ShardReader:
+    """Random access to a shard; `reader[i]` is a read-only (H, W, 3) uint8 view."""
+
+    def __init__(self, split_dir, view: str):
+        self.data_path, self.index_path = shard_paths(split_dir, view)
+        if not self.data_path.is_file() or not self.index_path.is_file():
+            raise UserError(f"{self.data_path}: no image shard for view '{view}'; "
+                            "run `stackgan prepare` with this view")
+        self.index = np.load(self.index_path)
+        self._data = None
+
+    def _mapped(self) -> np.ndarray:
+        # Opened lazily so the reader pickles cheaply into DataLoader worker processes.
+        if self._data is None:
+            if self.data_path.stat().st_size == 0:
+                self._data = np.zeros(0, dtype=np.uint8)
+            else:
+                self._data = np.memmap(self.data_path, dtype=np.uint8, mode="r")
+        return self._data
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_data"] = None
+        return state
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        offset, height, width = (int(v) for v in self.index[i])
+        return self._mapped()[offset:offset + height * width * 3].reshape(height, width, 3)

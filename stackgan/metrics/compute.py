@@ -1,0 +1,200 @@
+"""Score images under named protocols, every IS and FID through torch_fidelity.calculate_metrics.
+
+Reference statistics cache: torch-fidelity keys its cache by input name, extractor name and
+layer only, so a new weights file would silently reuse stale statistics. We hand it a cache
+name that is a hash of everything the statistics depend on (reference content, resize rule
+and size, extractor, layer, weights sha256, torch-fidelity version); generated samples are
+never cached.
+"""
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+import torch_fidelity
+
+import stackgan.metrics.finetuned_inception  # noqa: F401  (registers inception-v3-ft)
+from stackgan.errors import UserError
+from stackgan.metrics import weights as weights_lookup
+from stackgan.metrics.images import (
+    RESIZE_RULE, ScoredView, as_dataset, content_sha256, describe_source, list_image_files,
+)
+from stackgan.metrics.protocols import get_protocol
+from stackgan.metrics.synthetic_classifier import capacc, load_classifier
+
+# torch-fidelity's default seed for the shuffle before IS splits; recorded with each IS.
+ISC_SHUFFLE_SEED = 2020
+
+
+def _weights_path(protocol, weights, classifier_dir):
+    if isinstance(weights, (str, Path)):
+        return Path(weights)
+    given = weights or {}
+    for key in (protocol.model, protocol.extractor):
+        if key in given:
+            return Path(given[key])
+    if protocol.model is None:
+        return None
+    return weights_lookup.locate(protocol.model, classifier_dir)
+
+
+def _fidelity_kwargs(protocol, weights_path, batch_size, cuda, verbose):
+    return dict(
+        feature_extractor=protocol.extractor,
+        feature_extractor_weights_path=None if weights_path is None else str(weights_path),
+        batch_size=batch_size,
+        cuda=cuda,
+        # DataLoader worker processes only pay off when a GPU waits on image decoding.
+        save_cpu_ram=not cuda,
+        rng_seed=ISC_SHUFFLE_SEED,
+        verbose=verbose,
+    )
+
+
+def _reference_cache_name(protocol, ref_view, reference_key, weights_sha):
+    parts = {
+        "reference": reference_key or content_sha256(ref_view.base),
+        "num_images": len(ref_view),
+        "size": ref_view.size,
+        "resize_rule": RESIZE_RULE,
+        "extractor": protocol.extractor,
+        "layer": protocol.feature_layer,
+        "weights_sha256": weights_sha,
+        "torch_fidelity": torch_fidelity.__version__,
+    }
+    return "ref-" + hashlib.sha256(json.dumps(parts, sort_keys=True, default=list).encode()).hexdigest()[:40]
+
+
+def _score_is(protocol, view, kwargs):
+    out = torch_fidelity.calculate_metrics(
+        input1=view, isc=True, isc_splits=protocol.splits, feature_layer_isc=protocol.feature_layer,
+        cache=False, **kwargs,
+    )
+    return out[torch_fidelity.KEY_METRIC_ISC_MEAN], out[torch_fidelity.KEY_METRIC_ISC_STD]
+
+
+def _score_fid(protocol, view, ref_view, kwargs, cache_dir, cache_name):
+    cache = {"cache": False}
+    if cache_dir is not None:
+        cache = {"cache": True, "cache_root": str(cache_dir), "input2_cache_name": cache_name}
+    out = torch_fidelity.calculate_metrics(
+        input1=view, input2=ref_view, fid=True, feature_layer_fid=protocol.feature_layer, **cache, **kwargs
+    )
+    if cache_dir is not None:
+        # Only the statistics are read back on a hit; the per-image features are dead weight.
+        features = Path(cache_dir) / f"{cache_name}-{protocol.extractor}-features-{protocol.feature_layer}.pt"
+        features.unlink(missing_ok=True)
+    return out[torch_fidelity.KEY_METRIC_FID], None
+
+
+def compute(protocol_names, samples, reference=None, weights=None, batch_size=64, device=None,
+            cache_dir=None, classifier_dir=None, attributes=None, reference_key=None, verbose=False) -> dict:
+    """Score `samples` under each protocol; returns {"metrics": {name: {value, std}},
+    "protocols": {name: details}} (the metrics file's shape).
+
+    samples / reference: a folder of images, a uint8 (N,3,H,W) tensor, a uint8 (N,H,W,3) array
+    or list of (H,W,3) arrays, or a Dataset returning uint8 (3,H,W) tensors. The first
+    `num_samples` samples are scored (all of them when fewer). FID needs `reference`; without a
+    resize rule the reference is resized to the samples' resolution (the generated one).
+    weights: {model key or extractor name: file} or one file for all; missing entries are looked
+    up offline by weights.locate. attributes: (N, A) caption attribute ids for capacc protocols.
+    reference_key: a caller-vouched identity of the reference content (e.g. a manifest hash) that
+    replaces hashing every reference image in the cache key.
+    """
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    cuda = str(device).startswith("cuda")
+    samples_ds = as_dataset(samples)
+    ref_ds = as_dataset(reference) if reference is not None else None
+    result = {"metrics": {}, "protocols": {}}
+    for name in protocol_names:
+        protocol = get_protocol(name)
+        weights_path = _weights_path(protocol, weights, classifier_dir)
+        weights_sha = weights_lookup.sha256_file(weights_path) if weights_path is not None else None
+        view = ScoredView(samples_ds, protocol.num_samples, protocol.resize)
+        minimum = protocol.splits or 2
+        if len(view) < minimum:
+            raise UserError(f"{protocol.name} needs at least {minimum} samples, got {len(view)}; sample more images")
+        details = {
+            **protocol.describe(),
+            "nominal_samples": protocol.num_samples,
+            "num_samples": len(view),
+            "resize_rule": RESIZE_RULE if protocol.resize else None,
+            "weights_file": weights_path.name if weights_path is not None else None,
+            "weights_sha256": weights_sha,
+            "torch_fidelity": torch_fidelity.__version__,
+        }
+        kwargs = _fidelity_kwargs(protocol, weights_path, batch_size, cuda, verbose)
+        if protocol.metric == "is":
+            value, std = _score_is(protocol, view, kwargs)
+            details["isc_shuffle_seed"] = ISC_SHUFFLE_SEED
+        elif protocol.metric == "fid":
+            if ref_ds is None:
+                raise UserError(f"{protocol.name} needs reference images (the prepared {protocol.reference} split)")
+            size = protocol.resize or tuple(view[0].shape[-2:])
+            ref_view = ScoredView(ref_ds, None, size)
+            cache_name = _reference_cache_name(protocol, ref_view, reference_key, weights_sha)
+            value, std = _score_fid(protocol, view, ref_view, kwargs, cache_dir, cache_name)
+            details["reference"] = {
+                "split": protocol.reference, "source": describe_source(reference), "num_images": len(ref_view),
+                "resized_to": list(size) if isinstance(size, tuple) else [size, size],
+                "resize_rule": RESIZE_RULE, "cache_name": cache_name if cache_dir is not None else None,
+            }
+        elif protocol.metric == "capacc":
+            if attributes is None:
+                raise UserError(f"{protocol.name} needs the captions' attribute ids (samples.json items[].attributes)")
+            batch = torch.stack([view[i] for i in range(len(view))])
+            scores = capacc(load_classifier(weights_path), batch, attributes)
+            value, std = scores["value"], None
+            details["per_attribute"] = scores["per_attribute"]
+            details["all_attributes_match"] = scores["all_attributes_match"]
+        else:
+            raise UserError(f"unknown metric {protocol.metric!r} in protocol {protocol.name}")
+        result["metrics"][protocol.name] = {"value": float(value) if value is not None else None, "std": std}
+        result["protocols"][protocol.name] = details
+    return result
+
+
+def _read_samples_index(samples_dir):
+    index = Path(samples_dir) / "samples.json"
+    if not index.is_file():
+        return None
+    try:
+        return json.loads(index.read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"{index} is not valid JSON ({e}); re-run `stackgan sample`")
+
+
+def _attributes_in_file_order(samples_dir, index):
+    by_file = {item["file"]: item.get("attributes") for item in index.get("items", [])}
+    files = list_image_files(samples_dir)
+    attrs = [by_file.get(f.name) for f in files]
+    if any(a is None for a in attrs):
+        raise UserError(f"{Path(samples_dir) / 'samples.json'} lacks attributes for some images; "
+                        f"capacc needs a synthetic-dataset sample run")
+    return attrs
+
+
+def evaluate_samples(samples_dir, protocol_names, reference_images=None, weights=None, **kwargs) -> dict:
+    """Score a `stackgan sample` folder; the result has the metrics file's "metrics" and
+    "protocols" entries, each protocol carrying the sampling seed from samples.json."""
+    index = _read_samples_index(samples_dir)
+    attributes = None
+    if any(get_protocol(n).metric == "capacc" for n in protocol_names):
+        if index is None:
+            raise UserError(f"{samples_dir} has no samples.json; capacc needs the captions' attributes")
+        attributes = _attributes_in_file_order(samples_dir, index)
+    result = compute(protocol_names, samples_dir, reference=reference_images, weights=weights,
+                     attributes=attributes, **kwargs)
+    seed = index.get("seed") if index else None
+    for details in result["protocols"].values():
+        details["seed"] = seed
+    return result
+
+
+def score_folder(images_dir, protocol, reference_dir=None, extractor_weights=None, **kwargs) -> dict:
+    """One folder under one protocol (`stackgan score`): {"protocol", "value", "std", "details"}."""
+    name = get_protocol(protocol).name
+    result = compute([protocol], images_dir, reference=reference_dir, weights=extractor_weights, **kwargs)
+    return {"protocol": name, **result["metrics"][name], "details": result["protocols"][name]}
+

@@ -1,0 +1,137 @@
+"""Where each scoring network's weights live, found offline; a missing file is a UserError that
+says which file to put where.
+
+Two kinds of weights:
+- `inception-v3-compat` (the TF-exact ImageNet Inception of improved-gan, ported by
+  torch-fidelity): torch-fidelity downloads it with torch.hub into `<torch hub dir>/checkpoints/`
+  under the file name of its release URL; we look there and never download.
+- our own classifiers (fine-tuned Inception for CUB / Oxford-102, the synthetic classifier),
+  written by the `classifier` stage into a classifier folder (default `data/classifiers`).
+
+File format of a fine-tuned Inception (`<dataset>-ft.pth`): a plain state dict of
+torch-fidelity's `FeatureExtractorInceptionV3` whose `fc.weight` has shape (num_classes, 2048)
+and `fc.bias` (num_classes,), saved with CPU tensors.
+"""
+
+import hashlib
+from pathlib import Path
+
+import torch
+import torch.hub
+import torch.nn as nn
+
+from stackgan.atomic import torch_save
+from stackgan.errors import UserError
+
+DEFAULT_CLASSIFIER_DIR = Path("data/classifiers")
+
+# Read from torch_fidelity/feature_extractor_inceptionv3.py (v0.4.0): URL_INCEPTION_V3.
+INCEPTION_URL = (
+    "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
+)
+INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
+# torch.hub's convention: the 8 hex digits before ".pth" start the file's sha256.
+INCEPTION_SHA256_PREFIX = "6726825d"
+
+CLASSIFIER_FILES = {
+    "cub-ft": "cub-ft.pth",
+    "oxford102-ft": "oxford102-ft.pth",
+    "synthetic-clf": "synthetic-clf.pt",
+}
+
+_sha_cache: dict[tuple, str] = {}
+
+
+def sha256_file(path) -> str:
+    """sha256 hex digest of a file, remembered per (path, size, mtime) within this process."""
+    path = Path(path)
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _sha_cache:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _sha_cache[key] = h.hexdigest()
+    return _sha_cache[key]
+
+
+def inception_dir() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def locate_inception(verify=True) -> Path:
+    """Path of the TF-exact Inception weights in the torch hub cache (never downloads)."""
+    path = inception_dir() / INCEPTION_FILE
+    if not path.is_file():
+        raise UserError(
+            f"missing Inception weights {INCEPTION_FILE} in {inception_dir()}; "
+            f"download {INCEPTION_URL} into that folder (or set TORCH_HOME to a folder whose "
+            f"hub/checkpoints holds it)"
+        )
+    if verify and not sha256_file(path).startswith(INCEPTION_SHA256_PREFIX):
+        raise UserError(
+            f"{path} does not match its sha256 prefix {INCEPTION_SHA256_PREFIX} (corrupt or partial "
+            f"download); delete it and download {INCEPTION_URL} again"
+        )
+    return path
+
+
+def locate_classifier(model_key, classifier_dir=None) -> Path:
+    """Path of one of our own classifiers (`cub-ft`, `oxford102-ft`, `synthetic-clf`)."""
+    if model_key not in CLASSIFIER_FILES:
+        raise UserError(f"no classifier is named {model_key!r}; known: {sorted(CLASSIFIER_FILES)}")
+    folder = Path(classifier_dir) if classifier_dir is not None else DEFAULT_CLASSIFIER_DIR
+    path = folder / CLASSIFIER_FILES[model_key]
+    if not path.is_file():
+        dataset = model_key.rsplit("-", 1)[0]
+        raise UserError(
+            f"missing classifier weights {CLASSIFIER_FILES[model_key]} in {folder}; run the "
+            f"`classifier` stage for {dataset} (it writes that file) or copy the file there"
+        )
+    return path
+
+
+def locate(model_key, classifier_dir=None) -> Path:
+    """Weights of a scoring model by its protocol key: `imagenet` or a classifier name."""
+    if model_key == "imagenet":
+        return locate_inception()
+    return locate_classifier(model_key, classifier_dir)
+
+
+def write_random_inception(path, seed=0, num_classes=1008):
+    """Save weights of the true torch-fidelity Inception architecture, randomly initialised.
+
+    Lets the whole torch-fidelity path run offline (tests, CI smoke runs): the values it gives
+    are meaningless as scores. Init keeps activations O(1) through the depth (He-normal convs,
+    identity BatchNorm) so features still vary from image to image.
+    """
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    class _Unloaded(FeatureExtractorInceptionV3):
+        # Its constructor always loads a state dict; skipping that leaves the fresh modules.
+        def load_state_dict(self, state_dict, strict=True, assign=False):
+            return None
+
+    gen = torch.Generator().manual_seed(seed)
+    # Building the modules draws from the global RNG; keep the caller's stream untouched.
+    with torch.random.fork_rng(devices=[]):
+        placeholder = Path(path).with_name(Path(path).name + ".empty")
+        torch.save({}, placeholder)
+        try:
+            net = _Unloaded("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(placeholder))
+        finally:
+            placeholder.unlink()
+    net.fc = nn.Linear(2048, num_classes)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.Conv2d):
+                fan_in = m.weight[0].numel()
+                m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * (2.0 / fan_in) ** 0.5)
+            elif isinstance(m, nn.Linear):
+                m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * (1.0 / m.in_features) ** 0.5)
+                m.bias.zero_()
+    state = {k: v.float().contiguous() for k, v in net.state_dict().items()}
+    torch_save(state, path)
+    return Path(path)
+

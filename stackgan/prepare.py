@@ -1,0 +1,18 @@
+"""`stackgan prepare DATASET`: raw files -> prepared shards, by the dataset's on-disk layout."""
+
+from pathlib import Path
+
+from stackgan.errors import UserError
+
+
+def prepare(ds, raw: Path, out: Path, limit=None):
+    if not raw.exists():
+        raise UserError(f"raw folder {raw}/ does not exist; run `stackgan fetch {ds['name']}` first")
+    if ds["layout"] == "cub":
+        from stackgan.data import cub
+
+        expected = ds.get("expected_counts") if limit is None else None
+        cub.prepare(raw, out, views=ds["views"], limit=limit, expected_counts=expected)
+        return out
+    raise UserError(f"preparing the '{ds['layout']}' layout is not implemented yet; datasets with the cub layout "
+                    f"(synthetic, cub) are")

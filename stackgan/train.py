@@ -1,0 +1,198 @@
+"""The training engine: `stackgan train EXPERIMENT`, under plain python or `torchrun`.
+
+Determinism contract: the batch of step s is the slice [s*B, (s+1)*B) of a permutation seeded
+by (seed, epoch); each item's augmentation is seeded by (seed, epoch, index); the noise of step
+s is drawn for the whole global batch from a generator seeded by (seed, step) and each rank
+takes its slice. A run killed at any point and resumed from its last checkpoint therefore
+replays exactly the steps it would have run, and N ranks see the same data and noise as one
+process with the same global batch.
+"""
+
+import contextlib
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from stackgan import checkpoint, distributed
+from stackgan.atomic import torch_save
+from stackgan.config import config_hash
+from stackgan.data.prepared import PreparedSplit
+from stackgan.errors import UserError
+from stackgan.grids import write_branch_grid
+from stackgan.methods import build_method
+
+
+def _mix(*ints):
+    return int(np.random.SeedSequence([int(i) for i in ints]).generate_state(1)[0])
+
+
+class StepBatches(torch.utils.data.Sampler):
+    """Yields, for steps [start, end), this rank's (epoch, index) pairs of the global batch."""
+
+    def __init__(self, n, global_batch, rank, world, seed, start, end):
+        if global_batch % world:
+            raise UserError(f"global batch {global_batch} is not divisible by {world} processes; change train.batch_size")
+        self.n, self.gb, self.rank, self.world, self.seed = n, global_batch, rank, world, seed
+        self.per_rank = global_batch // world
+        self.iters_per_epoch = n // global_batch  # drop_last, as the reference loaders
+        if self.iters_per_epoch == 0:
+            raise UserError(f"dataset has {n} items, fewer than one batch of {global_batch}; lower train.batch_size")
+        self.start, self.end = start, end
+
+    def permutation(self, epoch):
+        return np.random.default_rng(_mix(self.seed, epoch)).permutation(self.n)
+
+    def __len__(self):
+        return self.end - self.start
+
+    def __iter__(self):
+        cached = (None, None)
+        for step in range(self.start, self.end):
+            epoch, pos = divmod(step, self.iters_per_epoch)
+            if cached[0] != epoch:
+                cached = (epoch, self.permutation(epoch))
+            batch = cached[1][pos * self.gb:(pos + 1) * self.gb]
+            mine = batch[self.rank * self.per_rank:(self.rank + 1) * self.per_rank]
+            yield [(epoch, int(i)) for i in mine]
+
+
+class EpochItems(torch.utils.data.Dataset):
+    """Adapts an epoch-aware dataset to (epoch, index) keys so worker processes stay in step."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        epoch, index = key
+        self.dataset.set_epoch(epoch)
+        return self.dataset[index]
+
+
+def step_noise(method, global_batch, seed, step, rank, world, device):
+    """Noise for the global batch of `step`; this rank's slice of it."""
+    gen = torch.Generator().manual_seed(_mix(seed, step, 7))
+    per = global_batch // world
+    return {k: v[rank * per:(rank + 1) * per].to(device) for k, v in method.draw_noise(gen, global_batch).items()}
+
+
+def total_steps(cfg, n_items):
+    t = cfg["train"]
+    if t.get("max_steps"):
+        return int(t["max_steps"])
+    return int(t["max_epoch"]) * (n_items // t["batch_size"])
+
+
+def to_device(batch, device):
+    out = {}
+    for k, v in batch.items():
+        if isinstance(v, list):
+            out[k] = [t.to(device, non_blocking=True) for t in v]
+        elif torch.is_tensor(v):
+            out[k] = v.to(device, non_blocking=True)
+        else:
+            out[k] = v
+    return out
+
+
+def _live_logger(cfg, ctx, resume):
+    if not ctx.is_main:
+        return contextlib.nullcontext(None)
+    from dvclive import Live
+
+    return Live(cfg["paths"]["live"], resume=resume, save_dvc_exp=False, dvcyaml=None)
+
+
+def train(cfg, device_pref="auto", stop_after=None):
+    """Train to cfg's length (or stop after `stop_after` steps, for tests); returns the final step."""
+    ctx = distributed.setup(device_pref)
+    try:
+        return _train(cfg, ctx, stop_after)
+    finally:
+        distributed.teardown()
+
+
+def _train(cfg, ctx, stop_after):
+    prepared = Path(cfg["data"]["prepared_dir"])
+    split = PreparedSplit(prepared, "train")
+    method = build_method(cfg, ctx.device, distributed.make_grad_sync(ctx))
+    for net in method.nets.values():
+        distributed.broadcast_module(net)
+    dataset = method.make_dataset(split)
+    t = cfg["train"]
+    end = total_steps(cfg, len(dataset))
+    h = config_hash(cfg)
+    ckpt_dir = Path(cfg["paths"]["checkpoint"])
+    state, why = checkpoint.load(ckpt_dir, h)
+    start = 0
+    if state is not None and state["step"] <= end:
+        method.load_state_dict(state["method"])
+        checkpoint.set_rng_state(state["rng"])
+        start = state["step"]
+    elif state is not None:
+        why = f"checkpoint at step {state['step']} is past the configured end {end}; starting fresh"
+    if ctx.is_main:
+        print(f"[train {cfg['name']}] {why}; steps {start} -> {end}, global batch {t['batch_size']}, "
+              f"{ctx.world} process(es) on {ctx.device}", flush=True)
+    if stop_after is not None:
+        end = min(end, start + stop_after)
+
+    sampler = StepBatches(len(dataset), t["batch_size"], ctx.rank, ctx.world, t["seed"], start, end)
+    loader = torch.utils.data.DataLoader(
+        EpochItems(dataset), batch_sampler=sampler, num_workers=t.get("workers", 0),
+        pin_memory=ctx.device.type == "cuda", persistent_workers=False,
+    )
+    grid_batch = fixed_grid_batch(cfg, prepared)
+    step = start
+    with _live_logger(cfg, ctx, resume=start > 0) as live:
+        bar = tqdm(total=end - start, initial=0, desc=cfg["name"], disable=not ctx.is_main, mininterval=2)
+        t0 = time.time()
+        for batch in loader:
+            epoch = step // sampler.iters_per_epoch
+            method.on_epoch(epoch)
+            torch.manual_seed(_mix(t["seed"], step, ctx.rank, 11))
+            noise = step_noise(method, t["batch_size"], t["seed"], step, ctx.rank, ctx.world, ctx.device)
+            logs = method.train_step(to_device(batch, ctx.device), noise, step)
+            step += 1
+            bar.update(1)
+            if live is not None and (step % t["log_every"] == 0 or step == end):
+                for k, v in logs.items():
+                    live.log_metric(f"train/{k}", v)
+                live.log_metric("train/steps_per_s", (step - start) / (time.time() - t0))
+                live.step = step
+                live.next_step()
+            if ctx.is_main and step % t["checkpoint_every"] == 0 and step < end:
+                checkpoint.save(ckpt_dir, method, step, h)
+            if ctx.is_main and step % t["grid_every"] == 0:
+                write_branch_grid(method, grid_batch, Path(cfg["paths"]["grids"]) / f"step{step:07d}.png")
+        bar.close()
+    if ctx.is_main:
+        checkpoint.save(ckpt_dir, method, step, h)
+        if step == total_steps(cfg, len(dataset)):
+            write_branch_grid(method, grid_batch, Path(cfg["paths"]["grids"]) / "final.png")
+            save_model(cfg, method, step, h)
+    distributed.barrier()
+    return step
+
+
+def save_model(cfg, method, step, cfg_hash):
+    g = method.eval_generator()
+    torch_save({"family": cfg["family"], "config": cfg, "config_hash": cfg_hash, "step": step,
+                "generator": g.state_dict(), **method.export_extra()}, cfg["paths"]["model"])
+
+
+def fixed_grid_batch(cfg, prepared, rows=8):
+    """Captions (and embeddings) of the first test images: the same rows in every grid."""
+    split = PreparedSplit(prepared, "test")
+    n = min(rows, len(split))
+    idx = np.linspace(0, len(split) - 1, n).astype(int)
+    batch = {"captions": [split.captions[i][0] if split.captions else split.keys[i] for i in idx]}
+    if split.embeddings is not None:
+        batch["emb"] = torch.from_numpy(np.ascontiguousarray(split.embeddings[idx, 0]))
+    batch["z"] = torch.randn(n, cfg["z_dim"], generator=torch.Generator().manual_seed(cfg["eval"]["seed"]))
+    return batch
