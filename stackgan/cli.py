@@ -61,11 +61,71 @@ def cmd_sample(args):
     print(sample(cfg, device=args.device))
 
 
+def cmd_classifier(args):
+    from stackgan.evaluate import train_synthetic_classifier
+
+    params = _params(args)
+    ds = C.dataset_config(params, args.dataset, args.profile)
+    clf = (params.get("classifiers") or {}).get(args.dataset)
+    if clf is None:
+        raise UserError(f"params.yaml has no classifiers.{args.dataset} entry; the scoring classifier of "
+                        f"{args.dataset} is not defined yet")
+    if args.dataset != "synthetic":
+        raise UserError(f"fine-tuning Inception-v3 for {args.dataset} is not implemented yet; only the synthetic "
+                        f"classifier is")
+    report = train_synthetic_classifier(ds, clf, args.out)
+    print(json.dumps({k: v for k, v in report.items() if k != "recipe"}, indent=2))
+
+
+def cmd_evaluate(args):
+    from stackgan.evaluate import evaluate
+
+    cfg = C.experiment_config(_params(args), args.experiment, args.profile)
+    out = evaluate(cfg, device=args.device)
+    for key, m in out["metrics"].items():
+        std = f" ± {m['std']:.4f}" if m["std"] is not None else ""
+        print(f"{key}: {m['value']:.4f}{std}")
+
+
+def cmd_score(args):
+    from stackgan.metrics.compute import score_folder
+
+    result = score_folder(args.images, args.protocol, reference_dir=args.reference,
+                          extractor_weights=args.extractor_weights, device=args.device)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        std = f" ± {result['std']:.4f}" if result["std"] is not None else ""
+        print(f"{result['protocol']}: {result['value']:.4f}{std}")
+
+
 def cmd_report(args):
     from stackgan.report import write_tables
 
     for path in write_tables(Path(args.metrics), Path(args.out)):
         print(path)
+
+
+def cmd_summary(args):
+    """Where the active profile's outputs are, and its metrics at a glance."""
+    params = _params(args)
+    profile = C.resolve_profile(params, args.profile)
+    print(f"profile: {profile}")
+    print("tables:  results/tables/ (" + ", ".join(sorted(p.name for p in Path("results/tables").glob("*.md"))) + ")")
+    run = params.get("run", {})
+    names = list(run.get("evaluate", [])) or list(run.get("train", []))
+    for name in names:
+        cfg = C.experiment_config(params, name, profile)
+        grids = sorted(Path(cfg["paths"]["grids"]).glob("*.png"))
+        sample_grid = Path(cfg["paths"]["samples"]) / "grid.png"
+        print(f"{name}:")
+        print(f"  training grids: {grids[-1] if grids else '(not trained)'}")
+        print(f"  sample grid:    {sample_grid if sample_grid.exists() else '(not sampled)'}")
+        metrics = Path(cfg["paths"]["metrics"])
+        if metrics.exists():
+            for key, m in json.loads(metrics.read_text())["metrics"].items():
+                std = f" ± {m['std']:.3f}" if m.get("std") is not None else ""
+                print(f"  {key}: {m['value']:.4f}{std}")
 
 
 def build_parser():
@@ -102,6 +162,28 @@ def build_parser():
     s.add_argument("experiment")
     s.add_argument("--device", default="cpu")
     s.set_defaults(fn=cmd_sample)
+
+    s = sub.add_parser("classifier", help="train the scoring classifier of a dataset (IS/FID feature extractor)")
+    s.add_argument("dataset")
+    s.add_argument("--out", required=True, help="output folder")
+    s.set_defaults(fn=cmd_classifier)
+
+    s = sub.add_parser("evaluate", help="score an experiment's samples; writes results/metrics/<profile>/<exp>.json")
+    s.add_argument("experiment")
+    s.add_argument("--device", default="cpu")
+    s.set_defaults(fn=cmd_evaluate)
+
+    s = sub.add_parser("score", help="score any folder of images under a named protocol")
+    s.add_argument("images")
+    s.add_argument("--protocol", required=True, help="e.g. is30k_imagenet, fid30k_test, is2k_synthetic-clf")
+    s.add_argument("--reference", help="folder of real images (FID protocols)")
+    s.add_argument("--extractor-weights", help="weights file replacing the protocol's (its sha256 is recorded)")
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_score)
+
+    s = sub.add_parser("summary", help="print where the tables, grids and metrics of the active profile are")
+    s.set_defaults(fn=cmd_summary)
 
     s = sub.add_parser("report", help="write results/tables/*.md from results/metrics")
     s.add_argument("--metrics", default="results/metrics")

@@ -3,7 +3,7 @@ metadata, and the embedded synthetic dataset (same layout, plus ground-truth att
 
 Raw layout (StackGAN-v2 data/birds; reference spec §5):
     <raw>/train|test/filenames.pickle, char-CNN-RNN-embeddings.pickle, [class_info.pickle]
-    <raw>/text/<key>.txt (optional here)       <raw>/CUB_200_2011/images/<key>.jpg,
+    <raw>/text/<key>.txt or text_c10/ (optional)   <raw>/CUB_200_2011/images/<key>.jpg,
     <raw>/CUB_200_2011/images.txt, bounding_boxes.txt     [<raw>/synthetic_attributes.txt]
 Output: the prepared format of stackgan/data/prepared.py, written to a temporary folder beside
 out_dir and renamed into place only when complete.
@@ -291,6 +291,28 @@ def _replace_dir(tmp: Path, out_dir: Path):
     shutil.rmtree(old)
 
 
+def _manifest(raw, out, metas, views, limit, text_dir, dataset, attributes) -> dict:
+    metadata = ["CUB_200_2011/images.txt", "CUB_200_2011/bounding_boxes.txt", ATTRIBUTE_FILE,
+                *(f"{s}/{f}" for s in SPLITS
+                  for f in ("filenames.pickle", "class_info.pickle", "char-CNN-RNN-embeddings.pickle"))]
+    return {
+        "format_version": 1,
+        "dataset": dataset,
+        "limit": limit,
+        "crop": "StackGAN custom_crop: 1.5 x max(bbox w, h) square around the bbox centre, clipped",
+        "views": views,
+        "splits": {split: {"count": len(m["keys"]), "num_classes": int(len(np.unique(m["class_ids"]))),
+                           "captions_per_image": int(m["embeddings"].shape[1]),
+                           "embedding_dim": int(m["embeddings"].shape[2]),
+                           "class_info": "class_info.pickle" if m["class_info"] else "absent: one class per image",
+                           "captions": text_dir is not None}
+                   for split, m in metas.items()},
+        "attributes": attributes,
+        "files": {p.relative_to(out).as_posix(): sha256_file(p) for p in sorted(out.rglob("*")) if p.is_file()},
+        "sources": {rel: sha256_file(raw / rel) for rel in metadata if (raw / rel).is_file()},
+    }
+
+
 def prepare(raw_dir, out_dir, views: dict, limit=None, expected_counts=None, dataset=None) -> dict:
     """Crop, resize and shard a CUB-layout dataset; returns the manifest written to out_dir.
 
@@ -311,7 +333,8 @@ def prepare(raw_dir, out_dir, views: dict, limit=None, expected_counts=None, dat
     attr_path = raw / ATTRIBUTE_FILE
     attr_names, attr_values, attributes = (read_attributes(attr_path) if attr_path.is_file()
                                            else (None, None, None))
-    text_dir = raw / "text" if (raw / "text").is_dir() else None
+    # V2 reads text/, StackGAN-v1 TF text_c10/; captions are optional (never used in training)
+    text_dir = next((raw / d for d in ("text", "text_c10") if (raw / d).is_dir()), None)
     metas = {split: read_split_metadata(raw, split) for split in SPLITS}
     for split, meta in metas.items():
         expected = (expected_counts or {}).get(split)
@@ -333,28 +356,9 @@ def prepare(raw_dir, out_dir, views: dict, limit=None, expected_counts=None, dat
     try:
         for split, meta in metas.items():
             _write_split(raw, tmp / split, split, meta, table, views, attributes, text_dir)
-        sources = [p for p in (raw / "CUB_200_2011" / "images.txt",
-                               raw / "CUB_200_2011" / "bounding_boxes.txt", attr_path,
-                               *(raw / s / f for s in SPLITS for f in
-                                 ("filenames.pickle", "class_info.pickle", "char-CNN-RNN-embeddings.pickle")))
-                   if p.is_file()]
-        manifest = {
-            "format_version": 1,
-            "dataset": dataset or ("synthetic" if attributes is not None else "cub"),
-            "limit": limit,
-            "crop": "StackGAN custom_crop: 1.5 x max(bbox w, h) square around the bbox centre, clipped",
-            "views": views,
-            "splits": {split: {"count": len(m["keys"]), "num_classes": int(len(np.unique(m["class_ids"]))),
-                               "captions_per_image": int(m["embeddings"].shape[1]),
-                               "embedding_dim": int(m["embeddings"].shape[2]),
-                               "class_info": "class_info.pickle" if m["class_info"] else "absent: one class per image",
-                               "captions": text_dir is not None}
-                       for split, m in metas.items()},
-            "attributes": None if attributes is None else {"names": attr_names, "values": attr_values},
-            "files": {p.relative_to(tmp).as_posix(): sha256_file(p)
-                      for p in sorted(tmp.rglob("*")) if p.is_file()},
-            "sources": {p.relative_to(raw).as_posix(): sha256_file(p) for p in sources},
-        }
+        manifest = _manifest(raw, tmp, metas, views, limit, text_dir,
+                             dataset or ("synthetic" if attributes is not None else "cub"),
+                             None if attributes is None else {"names": attr_names, "values": attr_values})
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         _replace_dir(tmp, out_dir)
     except BaseException:

@@ -23,7 +23,7 @@ WRONG_RULES = ("v2", "v1tf")
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
     """HxWx3 uint8 -> 3xHxW float32 in [-1, 1], same arithmetic as ToTensor + Normalize(0.5, 0.5)."""
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255)
+    x = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).float().div(255)  # copy: views are read-only
     return x.sub(0.5).div(0.5)
 
 
@@ -40,7 +40,7 @@ class TextImageDataset(Dataset):
                             "(the captions stored per image)")
         self.split = split
         self.view = view
-        self.imsizes = sorted(imsizes)
+        self.imsizes = [int(s) for s in imsizes]
         self.flip = flip
         self.num_embeddings = num_embeddings
         self.wrong_rule = wrong_rule
@@ -48,9 +48,9 @@ class TextImageDataset(Dataset):
         self.epoch = 0
         shard = split.shard(view)
         smallest = int(shard.index[:, 1:].min()) if len(shard) else 0
-        if len(shard) and smallest < self.imsizes[-1]:
+        if len(shard) and smallest < max(self.imsizes):
             raise UserError(f"view '{view}' of {split.dir} has images with a side of {smallest} px, "
-                            f"smaller than the crop size {self.imsizes[-1]}; prepare a larger view")
+                            f"smaller than the crop size {max(self.imsizes)}; prepare a larger view")
 
     def set_epoch(self, epoch: int):
         self.epoch = epoch
@@ -78,7 +78,7 @@ class TextImageDataset(Dataset):
 
     def _images(self, rng, index) -> list[torch.Tensor]:
         image = self.split.image(self.view, index)
-        size = self.imsizes[-1]
+        size = max(self.imsizes)
         top = int(rng.integers(image.shape[0] - size + 1))
         left = int(rng.integers(image.shape[1] - size + 1))
         crop = image[top:top + size, left:left + size]
@@ -92,7 +92,11 @@ class TextImageDataset(Dataset):
         return out
 
     def __getitem__(self, index: int) -> dict:
-        # The draw order below is part of the format: changing it changes every run's data.
+        """{"imgs": [3xSxS in [-1, 1] for S in imsizes], "wrong_imgs": same for the
+        wrong image, "emb": (D,) float32, "class_id", "index", "caption_index" (-1 when k > 1
+        captions were averaged), "wrong_index"}."""
+        # Draw order (part of the format; changing it changes every run's data): caption(s), wrong
+        # index, real crop top, left, [flip], wrong crop top, left, [flip] ([..] when flip=True).
         rng = np.random.default_rng([self.seed, self.epoch, index])
         embedding, caption = self._embedding(rng, index)
         wrong = self._wrong_index(rng, index)
@@ -103,6 +107,7 @@ class TextImageDataset(Dataset):
             "class_id": int(self.split.class_ids[index]),
             "index": index,
             "caption_index": caption,
+            "wrong_index": wrong,
         }
 
 

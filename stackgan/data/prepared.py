@@ -42,6 +42,17 @@ class PreparedSplit:
         self.captions = json.loads(captions_path.read_text()) if captions_path.is_file() else None
         self._shards: dict[str, ShardReader] = {}
 
+    def __getstate__(self):
+        # Pickled into spawn/forkserver DataLoader workers: reopen the memory map there
+        # instead of copying every embedding into each worker.
+        state = self.__dict__.copy()
+        state["embeddings"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.embeddings = self._optional_npy("embeddings.npy", mmap_mode="r")
+
     def _optional_npy(self, name, mmap_mode=None):
         path = self.dir / name
         return np.load(path, mmap_mode=mmap_mode) if path.is_file() else None

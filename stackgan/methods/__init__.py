@@ -11,9 +11,11 @@ Protocol (see stackgan/methods/v2.py for the reference implementation):
 
 
 def _registry():
+    from stackgan.methods.v1 import V1Method
+    from stackgan.methods.sgan import SGANMethod
     from stackgan.methods.v2 import V2Method
 
-    return {"v2": V2Method}
+    return {"v1": V1Method, "v2": V2Method, "sgan": SGANMethod}
 
 
 def build_method(cfg, device, grad_sync=None):

@@ -133,12 +133,14 @@ def compute(protocol_names, samples, reference=None, weights=None, batch_size=64
                 raise UserError(f"{protocol.name} needs reference images (the prepared {protocol.reference} split)")
             size = protocol.resize or tuple(view[0].shape[-2:])
             ref_view = ScoredView(ref_ds, None, size)
-            cache_name = _reference_cache_name(protocol, ref_view, reference_key, weights_sha)
+            cache_name = None
+            if cache_dir is not None:
+                cache_name = _reference_cache_name(protocol, ref_view, reference_key, weights_sha)
             value, std = _score_fid(protocol, view, ref_view, kwargs, cache_dir, cache_name)
             details["reference"] = {
                 "split": protocol.reference, "source": describe_source(reference), "num_images": len(ref_view),
                 "resized_to": list(size) if isinstance(size, tuple) else [size, size],
-                "resize_rule": RESIZE_RULE, "cache_name": cache_name if cache_dir is not None else None,
+                "resize_rule": RESIZE_RULE, "cache_name": cache_name,
             }
         elif protocol.metric == "capacc":
             if attributes is None:

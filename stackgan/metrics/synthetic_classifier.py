@@ -54,7 +54,7 @@ def _accuracy(logits, target):
     return float((logits.argmax(1) == target).float().mean())
 
 
-def train_classifier(images, class_ids, attributes, attr_sizes, num_classes, steps=400, seed=0,
+def train_classifier(images, class_ids, attributes, attr_sizes, num_classes, steps=300, seed=0,
                      batch_size=64, lr=2e-3, heldout_fraction=0.15, attr_names=None):
     """Train on CPU; return (model in eval mode, report with held-out accuracy per head).
 
@@ -62,10 +62,10 @@ def train_classifier(images, class_ids, attributes, attr_sizes, num_classes, ste
     """
     x = resize_uint8(to_uint8_nchw(images), INPUT_SIZE)
     y = torch.as_tensor(np.asarray(class_ids), dtype=torch.long)
-    a = torch.as_tensor(np.asarray(attributes), dtype=torch.long).reshape(len(y), -1)
-    if not (len(x) == len(y) == len(a)) or a.shape[1] != len(attr_sizes):
+    a = torch.as_tensor(np.asarray(attributes), dtype=torch.long)
+    if a.shape != (len(x), len(attr_sizes)) or y.shape != (len(x),):
         raise UserError(
-            f"classifier data disagree: {len(x)} images, {len(y)} class ids, attributes {tuple(a.shape)} "
+            f"classifier data disagree: {len(x)} images, class ids {tuple(y.shape)}, attributes {tuple(a.shape)} "
             f"for {len(attr_sizes)} attribute sizes; check the prepared split"
         )
     names = list(attr_names) if attr_names is not None else [f"attr{i}" for i in range(len(attr_sizes))]
@@ -96,7 +96,7 @@ def train_classifier(images, class_ids, attributes, attr_sizes, num_classes, ste
     heldout = {"class": _accuracy(class_logits, y[held])}
     heldout.update({name: _accuracy(lg, a[held, k]) for k, (name, lg) in enumerate(zip(names, attr_logits))})
     report = {"heldout_accuracy": heldout, "train_size": len(train), "heldout_size": n_held,
-              "steps": steps, "seed": seed, "final_loss": float(loss), "config": model.config}
+              "steps": steps, "seed": seed, "final_loss": float(loss.detach()), "config": model.config}
     return model, report
 
 
@@ -157,10 +157,10 @@ def capacc(model: SyntheticClassifier, images, attributes, batch_size=256) -> di
     the caption's; attribute ids < 0 (not stated by the caption) are left out of that attribute.
     """
     x = to_uint8_nchw(images)
-    a = torch.as_tensor(np.asarray(attributes), dtype=torch.long).reshape(len(x), -1)
-    if a.shape[1] != len(model.attr_heads):
-        raise UserError(f"{a.shape[1]} caption attributes per image but the classifier has "
-                        f"{len(model.attr_heads)} attribute heads; use the matching synthetic-clf weights")
+    a = torch.as_tensor(np.asarray(attributes), dtype=torch.long)
+    if a.shape != (len(x), len(model.attr_heads)):
+        raise UserError(f"caption attributes of shape {tuple(a.shape)} for {len(x)} images and "
+                        f"{len(model.attr_heads)} attribute heads; use the matching samples.json and weights")
     model.eval()
     preds = []
     for i in range(0, len(x), batch_size):

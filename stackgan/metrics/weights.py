@@ -99,12 +99,14 @@ def locate(model_key, classifier_dir=None) -> Path:
     return locate_classifier(model_key, classifier_dir)
 
 
-def write_random_inception(path, seed=0, num_classes=1008):
+def write_random_inception(path, seed=0, num_classes=1008, logit_gain=20.0):
     """Save weights of the true torch-fidelity Inception architecture, randomly initialised.
 
     Lets the whole torch-fidelity path run offline (tests, CI smoke runs): the values it gives
     are meaningless as scores. Init keeps activations O(1) through the depth (He-normal convs,
-    identity BatchNorm) so features still vary from image to image.
+    identity BatchNorm) so features still vary from image to image; the pool features come out
+    small (norm ~2-15), so `logit_gain` scales the class layer until logits spread by O(1)
+    across images and IS is visibly above 1.
     """
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
@@ -117,19 +119,20 @@ def write_random_inception(path, seed=0, num_classes=1008):
     # Building the modules draws from the global RNG; keep the caller's stream untouched.
     with torch.random.fork_rng(devices=[]):
         placeholder = Path(path).with_name(Path(path).name + ".empty")
+        placeholder.parent.mkdir(parents=True, exist_ok=True)
         torch.save({}, placeholder)
         try:
             net = _Unloaded("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(placeholder))
         finally:
             placeholder.unlink()
-    net.fc = nn.Linear(2048, num_classes)
+        net.fc = nn.Linear(2048, num_classes)
     with torch.no_grad():
         for m in net.modules():
             if isinstance(m, nn.Conv2d):
                 fan_in = m.weight[0].numel()
                 m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * (2.0 / fan_in) ** 0.5)
             elif isinstance(m, nn.Linear):
-                m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * (1.0 / m.in_features) ** 0.5)
+                m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * logit_gain / m.in_features**0.5)
                 m.bias.zero_()
     state = {k: v.float().contiguous() for k, v in net.state_dict().items()}
     torch_save(state, path)

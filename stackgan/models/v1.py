@@ -13,6 +13,11 @@ Table 4 ablations, built from the same blocks (choices recorded in results/DEVIA
   * Stage-II with `text_twice=False`: no text path in Stage-II at all (no CA, the joint conv
     reads image features only); D is then conditioned on the frozen Stage-I's mu;
   * Stage-II at 128: the last upsampling block is dropped (encoder still ends at 16x16).
+The embedded CPU profile scales the same rules down one octave: Stage-I at 32 (three
+upsampling blocks), Stage-II 32 -> 64 (encoder ends at 8x8), discriminators at 32.
+
+Every CA takes an optional `eps` (its N(0, 1) noise) so the training engine can draw all noise
+for the global batch up front: N processes then see the noise one process would.
 """
 
 import math
@@ -86,10 +91,11 @@ class CANet(nn.Module):
         self.fc = nn.Linear(text_dim, 2 * c_dim)
         self.act = activation(act)
 
-    def forward(self, emb, generator=None):
+    def forward(self, emb, generator=None, eps=None):
         h = self.act(self.fc(emb))
         mu, logvar = h[:, : self.c_dim], h[:, self.c_dim :]
-        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        if eps is None:
+            eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         return mu + eps * torch.exp(0.5 * logvar), mu, logvar
 
 
@@ -101,7 +107,7 @@ class FixedTextCode(nn.Module):
         self.fc = nn.Linear(text_dim, c_dim)
         self.act = activation(act)
 
-    def forward(self, emb, generator=None):
+    def forward(self, emb, generator=None, eps=None):
         c = self.act(self.fc(emb))
         return c, c, None
 
@@ -115,7 +121,7 @@ class Stage1G(nn.Module):
 
     def __init__(self, gf, z_dim=100, c_dim=128, text_dim=1024, out_size=64, ca=True, ca_act="relu"):
         super().__init__()
-        n_up = doublings(out_size, 4, (64, 256), "Stage-I output")
+        n_up = doublings(out_size, 4, (32, 64, 256), "Stage-I output")
         ngf = 8 * gf
         check_halvable(ngf, n_up, "8*gf")
         self.ngf, self.out_size = ngf, out_size
@@ -125,8 +131,8 @@ class Stage1G(nn.Module):
         self.image = image_head(ngf >> n_up)
         init_weights(self)
 
-    def forward(self, z, emb, generator=None):
-        c, mu, logvar = self.condition(emb, generator)
+    def forward(self, z, emb, generator=None, eps=None):
+        c, mu, logvar = self.condition(emb, generator, eps)
         h = self.fc(torch.cat([z, c], 1)).view(-1, self.ngf, 4, 4)
         return [self.image(self.ups(h))], mu, logvar
 
@@ -134,7 +140,8 @@ class Stage1G(nn.Module):
 class Stage2G(nn.Module):
     """STAGE2_G around a frozen Stage-I G.
 
-    forward(z, emb, generator=None) -> ([stage-I image (detached), stage-II image], mu, logvar).
+    forward(z, emb, generator=None, eps=None, eps_stage1=None) -> ([stage-I image (detached),
+    stage-II image], mu, logvar); eps feeds Stage-II's CA, eps_stage1 the frozen Stage-I's.
     mu/logvar are Stage-II's own CA outputs; with text_twice=False Stage-II reads no text and
     returns the frozen Stage-I's mu (for D's condition) with logvar None (no KL to train).
 
@@ -145,9 +152,11 @@ class Stage2G(nn.Module):
     def __init__(self, stage1_g, gf, r_num, c_dim=128, out_size=256, text_twice=True, ca=True,
                  text_dim=1024, ca_act="relu", freeze_stage1_bn=False):
         super().__init__()
-        if getattr(stage1_g, "out_size", None) != 64:
-            raise UserError("Stage-II needs a 64x64 Stage-I generator; build Stage1G with out_size=64")
-        n_up = doublings(out_size, 16, (128, 256), "Stage-II output")
+        low = getattr(stage1_g, "out_size", None)
+        if low not in (32, 64):
+            raise UserError("Stage-II needs a 64x64 (or, embedded, 32x32) Stage-I generator; "
+                            "build Stage1G with out_size=64")
+        n_up = doublings(out_size, low // 4, (2 * low, 4 * low), "Stage-II output")
         check_halvable(4 * gf, n_up, "4*gf")
         self.text_twice, self.freeze_stage1_bn, self.out_size = text_twice, freeze_stage1_bn, out_size
         self.stage1 = stage1_g
@@ -178,12 +187,12 @@ class Stage2G(nn.Module):
         """What the reference optimizer receives: every parameter outside the frozen Stage-I."""
         return [p for p in self.parameters() if p.requires_grad]
 
-    def forward(self, z, emb, generator=None):
+    def forward(self, z, emb, generator=None, eps=None, eps_stage1=None):
         with torch.no_grad():  # = the reference's frozen weights + detached Stage-I image
-            (low,), mu1, _ = self.stage1(z, emb, generator)
+            (low,), mu1, _ = self.stage1(z, emb, generator, eps_stage1)
         h = self.encoder(low)
         if self.text_twice:
-            c, mu, logvar = self.condition(emb, generator)
+            c, mu, logvar = self.condition(emb, generator, eps)
             s = h.size(2)
             h = torch.cat([h, c.view(c.size(0), c.size(1), 1, 1).expand(-1, -1, s, s)], 1)
         else:
@@ -201,13 +210,13 @@ class V1Discriminator(nn.Module):
 
     The trunk halves with 4x4 stride-2 convs down to 4x4 (channels DF * 2^k, no BN on the
     first), then 3x3 conv-BN-LReLU blocks bring the channels back to 8*DF, the rule the
-    reference follows for 64 (no 3x3 blocks) and 256 (two).
+    reference follows for 64 (no 3x3 blocks) and 256 (two). At 32 (embedded) it ends at 4*DF.
     forward(x, c) -> [cond_prob] (+ [uncond_prob] with the uncond head), each of shape (B,).
     """
 
     def __init__(self, df, c_dim=128, in_size=64, uncond=False):
         super().__init__()
-        n_down = doublings(in_size, 4, (64, 128, 256), "discriminator input")
+        n_down = doublings(in_size, 4, (32, 64, 128, 256), "discriminator input")
         widths = [df << k for k in range(n_down)]
         layers = [nn.Conv2d(3, df, 4, 2, 1, bias=False), lrelu()]
         for k in range(1, n_down):
@@ -215,7 +224,7 @@ class V1Discriminator(nn.Module):
         for k in range(n_down - 1, 3, -1):
             layers += [conv3x3(widths[k], widths[k - 1]), nn.BatchNorm2d(widths[k - 1]), lrelu()]
         self.encode_image = nn.Sequential(*layers)
-        ch = 8 * df
+        ch = widths[min(n_down, 4) - 1]
         self.cond_joint = nn.Sequential(conv3x3(ch + c_dim, ch), nn.BatchNorm2d(ch), lrelu())
         self.cond_logits = nn.Sequential(nn.Conv2d(ch, 1, 4, 4), nn.Sigmoid())
         self.uncond_logits = nn.Sequential(nn.Conv2d(ch, 1, 4, 4), nn.Sigmoid()) if uncond else None

@@ -1,0 +1,51 @@
+"""StackGAN-v2 speed on this machine: one training iteration and evaluation sampling.
+
+Run with `pytest bench/` (pytest-benchmark); not part of CI's pass/fail.
+"""
+
+import pytest
+import torch
+
+from stackgan.methods.v2 import V2Method, build_generator
+
+EMBEDDED = dict(conditional=True, gf_dim=8, df_dim=8, z_dim=100, ef_dim=128, text_dim=1024, r_num=2,
+                branch_sizes=[16, 32, 64], emit=[True, True, True], discriminators=[0, 1, 2],
+                loss={"uncond": 1.0, "kl": 2.0, "color": 0.0},
+                optim={"lr_g": 2e-4, "lr_d": 2e-4, "betas": [0.5, 0.999]},
+                ema={"decay": 0.999, "snapshot_reset": True, "snapshot_interval": 2000})
+
+
+def fake_batch(cfg, b):
+    sizes = cfg["branch_sizes"]
+    return {"imgs": [torch.rand(b, 3, s, s) * 2 - 1 for s in sizes],
+            "wrong_imgs": [torch.rand(b, 3, s, s) * 2 - 1 for s in sizes],
+            "emb": torch.randn(b, 1024)}
+
+
+@pytest.mark.parametrize("batch", [24])
+def test_train_step_embedded(benchmark, batch):
+    method = V2Method(EMBEDDED, torch.device("cpu"))
+    data = fake_batch(EMBEDDED, batch)
+    gen = torch.Generator().manual_seed(0)
+    benchmark(lambda: method.train_step(data, method.draw_noise(gen, batch), 0))
+
+
+@pytest.mark.parametrize("batch", [100])
+def test_sampling_embedded(benchmark, batch):
+    g = build_generator(EMBEDDED).eval()
+    z, emb = torch.randn(batch, 100), torch.randn(batch, 1024)
+
+    @torch.no_grad()
+    def run():
+        return g(z, emb)
+
+    benchmark(run)
+
+
+def test_train_step_paper_width_cub(benchmark):
+    """One CUB-width iteration (GF=DF=64, 64/128/256) at batch 2: the cost per image of the real model."""
+    cfg = {**EMBEDDED, "gf_dim": 64, "df_dim": 64, "branch_sizes": [64, 128, 256]}
+    method = V2Method(cfg, torch.device("cpu"))
+    data = fake_batch(cfg, 2)
+    gen = torch.Generator().manual_seed(0)
+    benchmark.pedantic(lambda: method.train_step(data, method.draw_noise(gen, 2), 0), rounds=2, iterations=1)

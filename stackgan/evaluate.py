@@ -1,0 +1,100 @@
+"""`stackgan classifier` and `stackgan evaluate`: scoring networks and the metrics files.
+
+The real reference set of a FID protocol is the prepared split the protocol names, centre-
+cropped from the experiment's own view and resized to the samples' resolution, i.e. the
+deterministic counterpart of the training crop.
+"""
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from stackgan.atomic import write_json
+from stackgan.data.prepared import PreparedSplit
+from stackgan.errors import UserError
+from stackgan.metrics.compute import evaluate_samples
+from stackgan.metrics.protocols import get_protocol
+from stackgan.sample import read_samples
+
+
+def centre_square(img, size):
+    h, w = img.shape[:2]
+    s = min(h, w)
+    top, left = (h - s) // 2, (w - s) // 2
+    crop = Image.fromarray(img[top:top + s, left:left + s])
+    return np.asarray(crop.resize((size, size), Image.BILINEAR) if s != size else crop)
+
+
+class ReferenceImages(torch.utils.data.Dataset):
+    """uint8 (3, S, S) real images of one prepared split, as torch-fidelity reads them."""
+
+    def __init__(self, split, view, size):
+        self.split, self.view, self.size = split, view, size
+
+    def __len__(self):
+        return len(self.split)
+
+    def __getitem__(self, i):
+        return torch.from_numpy(centre_square(self.split.image(self.view, i), self.size)).permute(2, 0, 1).contiguous()
+
+
+def classifier_dir(cfg):
+    return Path(f"runs/{cfg['profile']}/classifiers/{cfg['data']['name']}")
+
+
+def evaluate(cfg, device="cpu"):
+    samples_dir = Path(cfg["paths"]["samples"])
+    index = read_samples(samples_dir)
+    prepared = Path(cfg["data"]["prepared_dir"])
+    names = cfg["eval"]["protocols"]
+    reference, reference_key = None, None
+    fid_splits = {get_protocol(n).reference for n in names if get_protocol(n).metric == "fid"}
+    if len(fid_splits) > 1:
+        raise UserError(f"{cfg['name']}: FID protocols name several reference splits {sorted(fid_splits)}; use one")
+    if fid_splits:
+        split_name = fid_splits.pop()
+        split = PreparedSplit(prepared, split_name)
+        reference = ReferenceImages(split, cfg["view"], index["resolution"])
+        # The manifest's per-file sha256s identify the prepared images without re-hashing them.
+        reference_key = f"{prepared.name}/{split_name}/{cfg['view']}/{index['resolution']}/" \
+                        f"{hash_of(split.manifest['files'])}"
+    result = evaluate_samples(samples_dir, names, reference_images=reference, device=device,
+                              classifier_dir=classifier_dir(cfg), cache_dir=Path(f"runs/{cfg['profile']}/refstats"),
+                              reference_key=reference_key)
+    out = {"experiment": cfg["name"], "profile": cfg["profile"], "checkpoint_step": index["step"], **result}
+    write_json(cfg["paths"]["metrics"], out)
+    return out
+
+
+def hash_of(obj):
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def train_synthetic_classifier(ds_cfg, clf_cfg, out_dir):
+    """The synthetic dataset's scoring network, trained on every prepared image (train+test)."""
+    from stackgan.metrics.synthetic_classifier import save_classifier, train_classifier
+
+    prepared = Path(ds_cfg["prepared_dir"])
+    images, class_ids, attributes = [], [], []
+    for split_name in ("train", "test"):
+        split = PreparedSplit(prepared, split_name)
+        if split.attributes is None:
+            raise UserError(f"{prepared}/{split_name} has no attributes.npy; re-run `stackgan prepare synthetic`")
+        images += [centre_square(split.image(clf_cfg["view"], i), clf_cfg["size"]) for i in range(len(split))]
+        class_ids.append(split.class_ids)
+        attributes.append(split.attributes)
+    attributes = np.concatenate(attributes)
+    vocab = PreparedSplit(prepared, "train").manifest["attributes"]
+    attr_sizes = [len(vocab["values"][n]) for n in vocab["names"]]
+    classes, class_index = np.unique(np.concatenate(class_ids), return_inverse=True)
+    model, report = train_classifier(images, class_index, attributes, attr_sizes, num_classes=len(classes),
+                                     steps=clf_cfg["steps"], seed=clf_cfg["seed"], attr_names=vocab["names"])
+    out_dir = Path(out_dir)
+    sha = save_classifier(model, out_dir / "synthetic-clf.pt")
+    report.update(weights_sha256=sha, num_images=len(images), recipe=clf_cfg)
+    write_json(out_dir / "report.json", report)
+    return report
