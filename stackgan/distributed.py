@@ -3,9 +3,9 @@
 Gradients are averaged across ranks right after each backward, which is what DDP computes.
 DDP's module wrapper is not used because the reference runs each discriminator three times
 (real, wrong, fake) before one backward, with per-call BatchNorm statistics; DDP's reducer
-expects one forward per backward. BatchNorm statistics stay per rank (recorded in
-results/DEVIATIONS.md); SyncBatchNorm is CUDA-only and would change the reference's
-per-call batch statistics anyway.
+expects one forward per backward. BatchNorm statistics are per rank by default, like the
+reference's DataParallel chunks; `train.sync_bn` switches to SyncBatchNorm on CUDA (recorded in
+results/DEVIATIONS.md).
 """
 
 import os

@@ -88,16 +88,31 @@ def total_steps(cfg, n_items):
     return int(t["max_epoch"]) * (n_items // t["batch_size"])
 
 
-def to_device(batch, device):
-    out = {}
-    for k, v in batch.items():
-        if isinstance(v, list):
-            out[k] = [t.to(device, non_blocking=True) for t in v]
-        elif torch.is_tensor(v):
-            out[k] = v.to(device, non_blocking=True)
-        else:
-            out[k] = v
-    return out
+def to_device(batch, device, memory_format=torch.contiguous_format):
+    def move(t):
+        t = t.to(device, non_blocking=True)
+        return t.contiguous(memory_format=memory_format) if t.dim() == 4 else t
+
+    return {k: [move(t) for t in v] if isinstance(v, list) else move(v) if torch.is_tensor(v) else v
+            for k, v in batch.items()}
+
+
+def apply_gpu_switches(cfg, method, ctx):
+    """channels_last and SyncBatchNorm, off by default (fp32, per-rank BN: the faithful setting)."""
+    t = cfg["train"]
+    if t.get("sync_bn") and ctx.world > 1:
+        if ctx.device.type != "cuda":
+            raise UserError("train.sync_bn needs CUDA (SyncBatchNorm has no CPU kernel); set it false on CPU")
+        for name, net in method.nets.items():
+            method.nets[name] = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
+    if t.get("channels_last"):
+        for net in method.nets.values():
+            net.to(memory_format=torch.channels_last)
+
+
+def autocast(cfg, ctx):
+    """bf16 autocast when train.amp is set; BCE and KL are kept in fp32 (stackgan/losses/common.py)."""
+    return torch.autocast(device_type=ctx.device.type, dtype=torch.bfloat16, enabled=bool(cfg["train"].get("amp")))
 
 
 def _live_logger(cfg, ctx, resume):
@@ -120,13 +135,15 @@ def train(cfg, device_pref="auto", stop_after=None):
 def _train(cfg, ctx, stop_after):
     prepared = Path(cfg["data"]["prepared_dir"])
     split = PreparedSplit(prepared, "train")
+    torch.manual_seed(cfg["train"]["seed"])  # network initialisation
     method = build_method(cfg, ctx.device, distributed.make_grad_sync(ctx))
+    apply_gpu_switches(cfg, method, ctx)
     for net in method.nets.values():
         distributed.broadcast_module(net)
     dataset = method.make_dataset(split)
     t = cfg["train"]
     end = total_steps(cfg, len(dataset))
-    h = config_hash(cfg)
+    h = config_hash(cfg)  # after build_method: a Stage-II method records its parent's hash in cfg
     ckpt_dir = Path(cfg["paths"]["checkpoint"])
     state, why = checkpoint.load(ckpt_dir, h)
     start = 0
@@ -148,6 +165,7 @@ def _train(cfg, ctx, stop_after):
         pin_memory=ctx.device.type == "cuda", persistent_workers=False,
     )
     grid_batch = fixed_grid_batch(cfg, prepared)
+    fmt = torch.channels_last if t.get("channels_last") else torch.contiguous_format
     step = start
     with _live_logger(cfg, ctx, resume=start > 0) as live:
         bar = tqdm(total=end - start, initial=0, desc=cfg["name"], disable=not ctx.is_main, mininterval=2)
@@ -157,7 +175,8 @@ def _train(cfg, ctx, stop_after):
             method.on_epoch(epoch)
             torch.manual_seed(_mix(t["seed"], step, ctx.rank, 11))
             noise = step_noise(method, t["batch_size"], t["seed"], step, ctx.rank, ctx.world, ctx.device)
-            logs = method.train_step(to_device(batch, ctx.device), noise, step)
+            with autocast(cfg, ctx):
+                logs = method.train_step(to_device(batch, ctx.device, fmt), noise, step)
             step += 1
             bar.update(1)
             if live is not None and (step % t["log_every"] == 0 or step == end):

@@ -95,7 +95,7 @@ def test_variant_parameter_counts_differ_by_the_hand_derived_layers():
     gf, df = 128, 64
     ngf = 8 * gf
     with torch.device("meta"):
-        s1_64, s1_256 = Stage1G(gf), Stage1G(gf, out_size=256)
+        s1_256 = Stage1G(gf, out_size=256)
         s1_noca = Stage1G(gf, ca=False)
         once = Stage2G(Stage1G(gf), gf, 4, text_twice=False)
         at128 = Stage2G(Stage1G(gf), gf, 2, out_size=128)

@@ -10,19 +10,10 @@ Wrong (mismatched) pairs come from one of two sources:
     with this batch's conditions.
 """
 
-import torch
-import torch.nn.functional as F
+
+from stackgan.losses.common import bce, kl_loss  # noqa: F401  (kl_loss re-exported)
 
 from stackgan.errors import UserError
-
-
-def bce(prob, target):
-    return F.binary_cross_entropy(prob, torch.full_like(prob, float(target)))
-
-
-def kl_loss(mu, logvar):
-    """KL(N(mu, exp(logvar)) || N(0, I)), the reference's *mean* over batch and dimensions."""
-    return -0.5 * torch.mean(1 + logvar - mu.pow(2) - logvar.exp())
 
 
 def discriminator_loss(netD, real, fake, mu, wrong_imgs=None):

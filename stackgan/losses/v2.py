@@ -7,13 +7,7 @@ images count as *real* for the unconditional head; the KL term is a mean over ba
 import torch
 import torch.nn.functional as F
 
-
-def bce(prob, target):
-    return F.binary_cross_entropy(prob, torch.full_like(prob, float(target)))
-
-
-def kl_loss(mu, logvar):
-    return -0.5 * torch.mean(1 + logvar - mu.pow(2) - logvar.exp())
+from stackgan.losses.common import bce, kl_loss  # noqa: F401  (kl_loss re-exported)
 
 
 def d_loss_conditional(d, real, wrong, fake, c, uncond_weight):
