@@ -77,6 +77,14 @@ def cmd_classifier(args):
     print(json.dumps({k: v for k, v in report.items() if k != "recipe"}, indent=2))
 
 
+def cmd_encoder(args):
+    from stackgan.encoder import encoder_config, train_encoder
+
+    cfg = encoder_config(_params(args), args.dataset, args.profile)
+    report = train_encoder(cfg, cfg["prepared_dir"], args.out or cfg["out_dir"], device=args.device)
+    print(json.dumps({k: v for k, v in report.items() if k != "recipe"}, indent=2, default=str))
+
+
 def cmd_evaluate(args):
     from stackgan.evaluate import evaluate
 
@@ -117,7 +125,7 @@ def cmd_summary(args):
     for name in names:
         cfg = C.experiment_config(params, name, profile)
         grids = sorted(Path(cfg["paths"]["grids"]).glob("*.png"))
-        sample_grid = Path(cfg["paths"]["samples"]) / "grid.png"
+        sample_grid = Path(cfg["paths"]["sample_grid"])
         print(f"{name}:")
         print(f"  training grids: {grids[-1] if grids else '(not trained)'}")
         print(f"  sample grid:    {sample_grid if sample_grid.exists() else '(not sampled)'}")
@@ -167,6 +175,12 @@ def build_parser():
     s.add_argument("dataset")
     s.add_argument("--out", required=True, help="output folder")
     s.set_defaults(fn=cmd_classifier)
+
+    s = sub.add_parser("encoder", help="train SGAN's pre-trained encoder E of a labelled dataset")
+    s.add_argument("dataset")
+    s.add_argument("--out", help="output folder (default runs/<profile>/encoders/<dataset>)")
+    s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    s.set_defaults(fn=cmd_encoder)
 
     s = sub.add_parser("evaluate", help="score an experiment's samples; writes results/metrics/<profile>/<exp>.json")
     s.add_argument("experiment")

@@ -89,6 +89,7 @@ def experiment_config(params, name, profile=None):
         "grids": f"{run_dir}/grids",
         "live": f"{run_dir}/live",
         "samples": f"{run_dir}/samples",
+        "sample_grid": f"{run_dir}/sample_grid.png",
         "metrics": f"results/metrics/{profile}/{name}.json",
     }
     return cfg

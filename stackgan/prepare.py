@@ -1,5 +1,6 @@
 """`stackgan prepare DATASET`: raw files -> prepared shards, by the dataset's on-disk layout."""
 
+import importlib
 from pathlib import Path
 
 from stackgan.errors import UserError
@@ -14,5 +15,10 @@ def prepare(ds, raw: Path, out: Path, limit=None):
         expected = ds.get("expected_counts") if limit is None else None
         cub.prepare(raw, out, views=ds["views"], limit=limit, expected_counts=expected)
         return out
-    raise UserError(f"preparing the '{ds['layout']}' layout is not implemented yet; datasets with the cub layout "
-                    f"(synthetic, cub) are")
+    if ds["layout"] in ("cifar10", "mnist", "svhn"):
+        reader = importlib.import_module(f"stackgan.data.{ds['layout']}")
+        expected = ds.get("expected_counts") if limit is None else None
+        reader.prepare(raw, out, limit=limit, expected_counts=expected)
+        return out
+    raise UserError(f"preparing the '{ds['layout']}' layout is not implemented yet; the cub, cifar10, mnist and "
+                    f"svhn layouts are")

@@ -44,43 +44,67 @@ def load_model(cfg, device):
     return payload, load_generator(payload, device)
 
 
+def caption_batches(cfg, g, split, batch_size):
+    """Text-conditional families: (uint8 NHWC final images, items, per-branch uint8 images)."""
+    ev = cfg["eval"]
+    if split.embeddings is None:
+        raise UserError(f"{cfg['data']['prepared_dir']}/test has no embeddings.npy; a text-conditional model needs "
+                        f"caption embeddings (re-run `stackgan prepare {cfg['data']['name']}`)")
+    pairs = eval_pairs(split, ev["num_samples"])
+    device = next(g.parameters()).device
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start:start + batch_size]
+        z = image_noise(ev["seed"], [i for i, _ in chunk], cfg["z_dim"]).to(device)
+        emb = torch.from_numpy(np.stack([split.embeddings[i, c] for i, c in chunk])).to(device)
+        # CA's eps is drawn per (image, caption) from the same deterministic scheme as z.
+        eps = image_noise(ev["seed"] + 1, [i * 100 + c for i, c in chunk], cfg["ef_dim"]).to(device)
+        images, _, _ = g(z, emb, eps=eps)
+        items = [{"key": split.keys[i], "image_index": i, "caption_index": c, "class_id": int(split.class_ids[i]),
+                  "caption": split.captions[i][c] if split.captions else None,
+                  "attributes": split.attributes[i].tolist() if split.attributes is not None else None}
+                 for i, c in chunk]
+        yield to_uint8(images[-1]), items, [to_uint8(x) for x in images]
+
+
+def class_batches(cfg, payload, g, batch_size):
+    """Class-conditional SGAN: labels spread evenly over the classes (i % K), as the reference."""
+    from stackgan.methods.sgan import sample_batches
+
+    for images, items in sample_batches(payload, g, cfg["eval"]["num_samples"], cfg["eval"]["seed"], batch_size):
+        yield images, items, None
+
+
 @torch.no_grad()
 def sample(cfg, device="cpu", batch_size=100):
     device = torch.device(device)
     payload, g = load_model(cfg, device)
-    split = PreparedSplit(Path(cfg["data"]["prepared_dir"]), "test")
-    ev = cfg["eval"]
     out = Path(cfg["paths"]["samples"])
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    if split.embeddings is None:
-        raise UserError("unconditional sampling arrives with the unconditional datasets; this dataset has no embeddings")
-    pairs = eval_pairs(split, ev["num_samples"])
-    items, grid_rows = [], []
-    for start in tqdm(range(0, len(pairs), batch_size), desc=f"sample {cfg['name']}", mininterval=2):
-        chunk = pairs[start:start + batch_size]
-        img_idx = [i for i, _ in chunk]
-        z = image_noise(ev["seed"], img_idx, cfg["z_dim"]).to(device)
-        emb = torch.from_numpy(np.stack([split.embeddings[i, c] for i, c in chunk])).to(device)
-        # CA's eps is drawn per sample from the same deterministic scheme as z.
-        eps = image_noise(ev["seed"] + 1, [i * 100 + c for i, c in chunk], cfg["ef_dim"]).to(device)
-        images, _, _ = g(z, emb, eps=eps)
-        final = to_uint8(images[-1])
-        for k, (i, c) in enumerate(chunk):
-            name = f"{start + k:06d}.png"
-            Image.fromarray(final[k]).save(tmp / name)
-            items.append({"file": name, "key": split.keys[i], "image_index": i, "caption_index": c,
-                          "class_id": int(split.class_ids[i]),
-                          "attributes": split.attributes[i].tolist() if split.attributes is not None else None})
-        if len(grid_rows) < 8:
-            grid_rows.append(([to_uint8(x[:1]) for x in images], split.captions[chunk[0][0]][chunk[0][1]]
-                              if split.captions else split.keys[chunk[0][0]]))
-    write_json(tmp / SAMPLES_FILE, {"experiment": cfg["name"], "step": payload["step"], "seed": ev["seed"],
-                                    "resolution": int(final.shape[1]), "items": items})
-    branches = [np.concatenate([row[0][b] for row in grid_rows]) for b in range(len(grid_rows[0][0]))]
-    with atomic_path(tmp / "grid.png") as p:
-        compose(branches, [row[1] for row in grid_rows]).save(p, format="PNG")
+    if payload["family"] == "sgan":
+        batches = class_batches(cfg, payload, g, batch_size)
+    else:
+        batches = caption_batches(cfg, g, PreparedSplit(Path(cfg["data"]["prepared_dir"]), "test"), batch_size)
+    items, grid_rows, resolution = [], [], None
+    for final, chunk_items, branches in tqdm(batches, desc=f"sample {cfg['name']}", mininterval=2):
+        for img, item in zip(final, chunk_items):
+            item["file"] = f"{len(items):06d}.png"
+            Image.fromarray(img).save(tmp / item["file"])
+            items.append(item)
+        resolution = int(final.shape[1])
+        if branches is not None and len(grid_rows) < 8:
+            grid_rows.append(([b[:1] for b in branches], chunk_items[0]["caption"] or chunk_items[0]["key"]))
+    write_json(tmp / SAMPLES_FILE, {"experiment": cfg["name"], "step": payload["step"], "seed": cfg["eval"]["seed"],
+                                    "resolution": resolution, "items": items})
+    # Beside the samples folder, not in it: every PNG inside is a scored sample.
+    with atomic_path(cfg["paths"]["sample_grid"]) as p:
+        if grid_rows:
+            branches = [np.concatenate([row[0][b] for row in grid_rows]) for b in range(len(grid_rows[0][0]))]
+            compose(branches, [row[1] for row in grid_rows]).save(p, format="PNG")
+        else:
+            compose([np.stack([np.asarray(Image.open(tmp / it["file"]).convert("RGB")) for it in items[:64]])],
+                    None).save(p, format="PNG")
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return out

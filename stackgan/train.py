@@ -85,6 +85,8 @@ def total_steps(cfg, n_items):
     t = cfg["train"]
     if t.get("max_steps"):
         return int(t["max_steps"])
+    if "joint_steps" in t:  # SGAN: independent phase, then joint phase
+        return int(t["independent_steps"]) + int(t["joint_steps"])
     return int(t["max_epoch"]) * (n_items // t["batch_size"])
 
 
@@ -164,7 +166,7 @@ def _train(cfg, ctx, stop_after):
         EpochItems(dataset), batch_sampler=sampler, num_workers=t.get("workers", 0),
         pin_memory=ctx.device.type == "cuda", persistent_workers=False,
     )
-    grid_batch = fixed_grid_batch(cfg, prepared)
+    grid_batch = None if hasattr(method, "write_grid") else fixed_grid_batch(cfg, prepared)
     fmt = torch.channels_last if t.get("channels_last") else torch.contiguous_format
     step = start
     with _live_logger(cfg, ctx, resume=start > 0) as live:
@@ -188,15 +190,23 @@ def _train(cfg, ctx, stop_after):
             if ctx.is_main and step % t["checkpoint_every"] == 0 and step < end:
                 checkpoint.save(ckpt_dir, method, step, h)
             if ctx.is_main and step % t["grid_every"] == 0:
-                write_branch_grid(method, grid_batch, Path(cfg["paths"]["grids"]) / f"step{step:07d}.png")
+                write_grid(method, grid_batch, Path(cfg["paths"]["grids"]) / f"step{step:07d}.png")
         bar.close()
     if ctx.is_main:
         checkpoint.save(ckpt_dir, method, step, h)
         if step == total_steps(cfg, len(dataset)):
-            write_branch_grid(method, grid_batch, Path(cfg["paths"]["grids"]) / "final.png")
+            write_grid(method, grid_batch, Path(cfg["paths"]["grids"]) / "final.png")
             save_model(cfg, method, step, h)
     distributed.barrier()
     return step
+
+
+def write_grid(method, grid_batch, path):
+    """Text-conditional families: all branches per caption; class-conditional ones draw their own."""
+    if grid_batch is None:
+        method.write_grid(path)
+    else:
+        write_branch_grid(method, grid_batch, path)
 
 
 def save_model(cfg, method, step, cfg_hash):

@@ -46,7 +46,7 @@ def test_every_stage_leaves_its_outputs(pipeline):
     work, params, _ = pipeline
     for name in params["run"]["evaluate"]:
         assert (work / f"results/metrics/ci/{name}.json").is_file()
-        assert (work / f"runs/ci/{name}/samples/grid.png").is_file()
+        assert (work / f"runs/ci/{name}/sample_grid.png").is_file()
         assert any((work / f"runs/ci/{name}/grids").glob("*.png"))
     tables = {p.name for p in (work / "results/tables").glob("*.md")}
     assert {"table4.md", "table5.md", "ci.md"} <= tables
