@@ -63,18 +63,32 @@ def cmd_sample(args):
 
 def cmd_classifier(args):
     from stackgan.evaluate import train_synthetic_classifier
+    from stackgan.metrics.finetune import finetune_inception
 
     params = _params(args)
     ds = C.dataset_config(params, args.dataset, args.profile)
     clf = (params.get("classifiers") or {}).get(args.dataset)
     if clf is None:
-        raise UserError(f"params.yaml has no classifiers.{args.dataset} entry; the scoring classifier of "
-                        f"{args.dataset} is not defined yet")
-    if args.dataset != "synthetic":
-        raise UserError(f"fine-tuning Inception-v3 for {args.dataset} is not implemented yet; only the synthetic "
-                        f"classifier is")
-    report = train_synthetic_classifier(ds, clf, args.out)
-    print(json.dumps({k: v for k, v in report.items() if k != "recipe"}, indent=2))
+        raise UserError(f"params.yaml has no classifiers.{args.dataset} entry; IS scoring networks are defined for "
+                        f"{', '.join(params.get('classifiers') or {})}")
+    if args.dataset == "synthetic":
+        report = train_synthetic_classifier(ds, clf, args.out)
+    else:
+        report = finetune_inception(ds, clf, args.out, device=args.device)
+    print(json.dumps({k: v for k, v in report.items() if k in ("heldout_accuracy", "heldout_top1", "weights_sha256",
+                                                              "num_images")}, indent=2))
+
+
+def cmd_refstats(args):
+    from stackgan.evaluate import compute_refstats_for
+
+    params = _params(args)
+    profile = C.resolve_profile(params, args.profile)
+    C.dataset_config(params, args.dataset, profile)
+    out = args.out or f"runs/{profile}/refstats/{args.dataset}"
+    written = compute_refstats_for(params, args.dataset, profile, out, device=args.device)
+    print(json.dumps({k: str(v.get("file", v)) if isinstance(v, dict) else str(v) for k, v in written.items()},
+                     indent=2))
 
 
 def cmd_encoder(args):
@@ -105,6 +119,16 @@ def cmd_score(args):
     else:
         std = f" ± {result['std']:.4f}" if result["std"] is not None else ""
         print(f"{result['protocol']}: {result['value']:.4f}{std}")
+
+
+def cmd_gate(args):
+    from stackgan.gate import run_gate
+
+    params = _params(args)
+    profile = C.resolve_profile(params, args.profile)
+    if not run_gate(params, Path("results/metrics") / profile, args.rev):
+        raise UserError(f"regression gate failed: a {profile}-profile metric moved past its tolerance (table above); "
+                        f"if the change is intended, commit the new results/metrics/{profile}/ as the baseline")
 
 
 def cmd_report(args):
@@ -174,7 +198,14 @@ def build_parser():
     s = sub.add_parser("classifier", help="train the scoring classifier of a dataset (IS/FID feature extractor)")
     s.add_argument("dataset")
     s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     s.set_defaults(fn=cmd_classifier)
+
+    s = sub.add_parser("refstats", help="FID reference statistics of a dataset for the run's evaluated experiments")
+    s.add_argument("dataset")
+    s.add_argument("--out", help="output folder (default runs/<profile>/refstats/<dataset>)")
+    s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    s.set_defaults(fn=cmd_refstats)
 
     s = sub.add_parser("encoder", help="train SGAN's pre-trained encoder E of a labelled dataset")
     s.add_argument("dataset")
@@ -198,6 +229,10 @@ def build_parser():
 
     s = sub.add_parser("summary", help="print where the tables, grids and metrics of the active profile are")
     s.set_defaults(fn=cmd_summary)
+
+    s = sub.add_parser("gate", help="fail when the profile's metrics moved past params.yaml gate tolerances vs git REV")
+    s.add_argument("--rev", default="HEAD", help="baseline revision (default HEAD)")
+    s.set_defaults(fn=cmd_gate)
 
     s = sub.add_parser("report", help="write results/tables/*.md from results/metrics")
     s.add_argument("--metrics", default="results/metrics")

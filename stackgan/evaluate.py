@@ -39,35 +39,63 @@ class ReferenceImages(torch.utils.data.Dataset):
         return len(self.split)
 
     def __getitem__(self, i):
-        return torch.from_numpy(centre_square(self.split.image(self.view, i), self.size)).permute(2, 0, 1).contiguous()
+        return torch.from_numpy(np.array(centre_square(self.split.image(self.view, i), self.size))).permute(2, 0, 1)
 
 
 def classifier_dir(cfg):
     return Path(f"runs/{cfg['profile']}/classifiers/{cfg['data']['name']}")
 
 
+def refstats_dir(cfg):
+    return Path(f"runs/{cfg['profile']}/refstats/{cfg['data']['name']}")
+
+
+def final_resolution(cfg):
+    """Side of the images an experiment is scored at (its last branch / stage)."""
+    from stackgan.methods.v2 import emitted_sizes
+
+    return emitted_sizes(cfg)[-1] if cfg["family"] == "v2" else int(cfg.get("out_size") or 32)
+
+
+def fid_reference_split(cfg):
+    splits = {get_protocol(n).reference for n in cfg["eval"]["protocols"] if get_protocol(n).metric == "fid"}
+    if len(splits) > 1:
+        raise UserError(f"{cfg['name']}: FID protocols name several reference splits {sorted(splits)}; use one")
+    return splits.pop() if splits else None
+
+
 def evaluate(cfg, device="cpu"):
+    """Score the experiment's samples; FID reads the statistics the refstats stage wrote."""
+    from stackgan.metrics.refstats import reference_set
+
     samples_dir = Path(cfg["paths"]["samples"])
     index = read_samples(samples_dir)
-    prepared = Path(cfg["data"]["prepared_dir"])
-    names = cfg["eval"]["protocols"]
     reference, reference_key = None, None
-    fid_splits = {get_protocol(n).reference for n in names if get_protocol(n).metric == "fid"}
-    if len(fid_splits) > 1:
-        raise UserError(f"{cfg['name']}: FID protocols name several reference splits {sorted(fid_splits)}; use one")
-    if fid_splits:
-        split_name = fid_splits.pop()
-        split = PreparedSplit(prepared, split_name)
-        reference = ReferenceImages(split, cfg["view"], index["resolution"])
-        # The manifest's per-file sha256s identify the prepared images without re-hashing them.
-        reference_key = f"{prepared.name}/{split_name}/{cfg['view']}/{index['resolution']}/" \
-                        f"{hash_of(split.manifest['files'])}"
-    result = evaluate_samples(samples_dir, names, reference_images=reference, device=device,
-                              classifier_dir=classifier_dir(cfg), cache_dir=Path(f"runs/{cfg['profile']}/refstats"),
+    split_name = fid_reference_split(cfg)
+    if split_name:
+        reference, reference_key = reference_set(cfg["data"]["prepared_dir"], split_name, cfg["view"],
+                                                 index["resolution"])
+    result = evaluate_samples(samples_dir, cfg["eval"]["protocols"], reference_images=reference, device=device,
+                              classifier_dir=classifier_dir(cfg), reference_stats_dir=refstats_dir(cfg),
                               reference_key=reference_key)
     out = {"experiment": cfg["name"], "profile": cfg["profile"], "checkpoint_step": index["step"], **result}
     write_json(cfg["paths"]["metrics"], out)
     return out
+
+
+def compute_refstats_for(params, dataset, profile, out_dir, device="auto"):
+    """FID reference statistics for every evaluated experiment of `dataset` in the active run."""
+    from stackgan.config import experiment_config
+    from stackgan.metrics.refstats import compute_refstats
+
+    written = {}
+    for name in params["run"].get("evaluate", []):
+        cfg = experiment_config(params, name, profile)
+        if cfg["data"]["name"] != dataset or fid_reference_split(cfg) is None:
+            continue
+        written.update(compute_refstats(cfg["data"], cfg["eval"]["protocols"], out_dir, cfg["view"],
+                                        final_resolution(cfg), device, classifier_dir=classifier_dir(cfg)))
+    return written
 
 
 def hash_of(obj):

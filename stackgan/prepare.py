@@ -15,10 +15,16 @@ def prepare(ds, raw: Path, out: Path, limit=None):
         expected = ds.get("expected_counts") if limit is None else None
         cub.prepare(raw, out, views=ds["views"], limit=limit, expected_counts=expected)
         return out
+    if ds["layout"] in ("oxford102", "coco", "lsun", "imagenet"):
+        reader = importlib.import_module(f"stackgan.data.{ds['layout']}")
+        expected = ds.get("expected_counts") if limit is None else None
+        extra = {k: ds[k] for k in ("category", "subset") if k in ds}
+        reader.prepare(raw, out, views=ds["views"], limit=limit, expected_counts=expected, **extra)
+        return out
     if ds["layout"] in ("cifar10", "mnist", "svhn"):
         reader = importlib.import_module(f"stackgan.data.{ds['layout']}")
         expected = ds.get("expected_counts") if limit is None else None
         reader.prepare(raw, out, limit=limit, expected_counts=expected)
         return out
-    raise UserError(f"preparing the '{ds['layout']}' layout is not implemented yet; the cub, cifar10, mnist and "
-                    f"svhn layouts are")
+    raise UserError(f"dataset '{ds['name']}' has layout '{ds['layout']}', which no reader handles; fix "
+                    f"datasets.{ds['name']}.layout in params.yaml")

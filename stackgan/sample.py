@@ -66,6 +66,17 @@ def caption_batches(cfg, g, split, batch_size):
         yield to_uint8(images[-1]), items, [to_uint8(x) for x in images]
 
 
+def noise_batches(cfg, g, batch_size):
+    """Unconditional families: eval.num_samples images, sample i's z from (eval seed, i)."""
+    ev = cfg["eval"]
+    device = next(g.parameters()).device
+    for start in range(0, ev["num_samples"], batch_size):
+        idx = list(range(start, min(ev["num_samples"], start + batch_size)))
+        images, _, _ = g(image_noise(ev["seed"], idx, cfg["z_dim"]).to(device))
+        items = [{"index": i, "caption": None, "key": f"sample{i}", "class_id": None, "attributes": None} for i in idx]
+        yield to_uint8(images[-1]), items, [to_uint8(x) for x in images]
+
+
 def class_batches(cfg, payload, g, batch_size):
     """Class-conditional SGAN: labels spread evenly over the classes (i % K), as the reference."""
     from stackgan.methods.sgan import sample_batches
@@ -84,6 +95,8 @@ def sample(cfg, device="cpu", batch_size=100):
     tmp.mkdir(parents=True)
     if payload["family"] == "sgan":
         batches = class_batches(cfg, payload, g, batch_size)
+    elif not cfg.get("conditional", True):
+        batches = noise_batches(cfg, g, batch_size)
     else:
         batches = caption_batches(cfg, g, PreparedSplit(Path(cfg["data"]["prepared_dir"]), "test"), batch_size)
     items, grid_rows, resolution = [], [], None

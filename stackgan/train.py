@@ -9,6 +9,8 @@ process with the same global batch.
 """
 
 import contextlib
+import hashlib
+import json
 import time
 from pathlib import Path
 
@@ -145,6 +147,8 @@ def _train(cfg, ctx, stop_after):
     dataset = method.make_dataset(split)
     t = cfg["train"]
     end = total_steps(cfg, len(dataset))
+    # The prepared data is part of what a checkpoint was trained on: regenerated data starts fresh.
+    cfg["data"]["fingerprint"] = hashlib.sha256(json.dumps(split.manifest["files"], sort_keys=True).encode()).hexdigest()
     h = config_hash(cfg)  # after build_method: a Stage-II method records its parent's hash in cfg
     ckpt_dir = Path(cfg["paths"]["checkpoint"])
     state, why = checkpoint.load(ckpt_dir, h)
@@ -216,12 +220,13 @@ def save_model(cfg, method, step, cfg_hash):
 
 
 def fixed_grid_batch(cfg, prepared, rows=8):
-    """Captions (and embeddings) of the first test images: the same rows in every grid."""
-    split = PreparedSplit(prepared, "test")
+    """Captions (and embeddings) of test images spread over the split: the same rows in every
+    grid. Unconditional datasets (a single train split) show fixed noise rows."""
+    split = PreparedSplit(prepared, "test" if (Path(prepared) / "test").is_dir() else "train")
     n = min(rows, len(split))
     idx = np.linspace(0, len(split) - 1, n).astype(int)
     batch = {"captions": [split.captions[i][0] if split.captions else split.keys[i] for i in idx]}
-    if split.embeddings is not None:
+    if cfg.get("conditional", True) and split.embeddings is not None:
         batch["emb"] = torch.from_numpy(np.ascontiguousarray(split.embeddings[idx, 0]))
     batch["z"] = torch.randn(n, cfg["z_dim"], generator=torch.Generator().manual_seed(cfg["eval"]["seed"]))
     return batch

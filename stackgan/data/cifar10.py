@@ -6,7 +6,6 @@ Raw input, either form in <raw>/: the unpacked `cifar-10-batches-py/` folder or 
 Train = data_batch_1..5 (50,000), test = test_batch (10,000); view `native32`.
 """
 
-import io
 import pickle
 import tarfile
 import zlib

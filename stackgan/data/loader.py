@@ -27,6 +27,31 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
     return x.sub(0.5).div(0.5)
 
 
+def check_crop_fits(split: PreparedSplit, view: str, imsizes: list[int]):
+    shard = split.shard(view)
+    smallest = int(shard.index[:, 1:].min()) if len(shard) else 0
+    if len(shard) and smallest < max(imsizes):
+        raise UserError(f"view '{view}' of {split.dir} has images with a side of {smallest} px, "
+                        f"smaller than the crop size {max(imsizes)}; prepare a larger view")
+
+
+def crop_flip_resize(image: np.ndarray, rng, imsizes: list[int], flip: bool) -> list[torch.Tensor]:
+    """Random crop of max(imsizes) (draws: top, left, [flip]), the smaller sizes PIL-bilinear
+    resizes of that same crop, each as a tensor in [-1, 1]."""
+    size = max(imsizes)
+    top = int(rng.integers(image.shape[0] - size + 1))
+    left = int(rng.integers(image.shape[1] - size + 1))
+    crop = image[top:top + size, left:left + size]
+    if flip and rng.random() < 0.5:
+        crop = crop[:, ::-1]
+    crop_pil = Image.fromarray(np.ascontiguousarray(crop))
+    out = []
+    for s in imsizes:
+        resized = crop_pil if s == size else crop_pil.resize((s, s), Image.BILINEAR)
+        out.append(to_tensor(np.asarray(resized)))
+    return out
+
+
 class TextImageDataset(Dataset):
     def __init__(self, split: PreparedSplit, view: str, imsizes: list[int], flip=True,
                  num_embeddings=1, wrong_rule="v2", seed=0):
@@ -46,11 +71,7 @@ class TextImageDataset(Dataset):
         self.wrong_rule = wrong_rule
         self.seed = seed
         self.epoch = 0
-        shard = split.shard(view)
-        smallest = int(shard.index[:, 1:].min()) if len(shard) else 0
-        if len(shard) and smallest < max(self.imsizes):
-            raise UserError(f"view '{view}' of {split.dir} has images with a side of {smallest} px, "
-                            f"smaller than the crop size {max(self.imsizes)}; prepare a larger view")
+        check_crop_fits(split, view, self.imsizes)
 
     def set_epoch(self, epoch: int):
         self.epoch = epoch
@@ -77,19 +98,7 @@ class TextImageDataset(Dataset):
         return wrong
 
     def _images(self, rng, index) -> list[torch.Tensor]:
-        image = self.split.image(self.view, index)
-        size = max(self.imsizes)
-        top = int(rng.integers(image.shape[0] - size + 1))
-        left = int(rng.integers(image.shape[1] - size + 1))
-        crop = image[top:top + size, left:left + size]
-        if self.flip and rng.random() < 0.5:
-            crop = crop[:, ::-1]
-        crop_pil = Image.fromarray(np.ascontiguousarray(crop))
-        out = []
-        for s in self.imsizes:
-            resized = crop_pil if s == size else crop_pil.resize((s, s), Image.BILINEAR)
-            out.append(to_tensor(np.asarray(resized)))
-        return out
+        return crop_flip_resize(self.split.image(self.view, index), rng, self.imsizes, self.flip)
 
     def __getitem__(self, index: int) -> dict:
         """{"imgs": [3xSxS in [-1, 1] for S in imsizes], "wrong_imgs": same for the
@@ -109,6 +118,32 @@ class TextImageDataset(Dataset):
             "caption_index": caption,
             "wrong_index": wrong,
         }
+
+
+class ImageOnlyDataset(Dataset):
+    """Unconditional training items (LSUN, ImageNet): the same crop, flip and resize as
+    TextImageDataset, drawn from numpy's Generator seeded by (seed, epoch, index)."""
+
+    def __init__(self, split: PreparedSplit, view: str, imsizes: list[int], flip=True, seed=0):
+        self.split = split
+        self.view = view
+        self.imsizes = [int(s) for s in imsizes]
+        self.flip = flip
+        self.seed = seed
+        self.epoch = 0
+        check_crop_fits(split, view, self.imsizes)
+
+    def set_epoch(self, epoch: int):
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, index: int) -> dict:
+        """{"imgs": [3xSxS in [-1, 1] for S in imsizes], "index"}; draws: top, left, [flip]."""
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        return {"imgs": crop_flip_resize(self.split.image(self.view, index), rng, self.imsizes, self.flip),
+                "index": index}
 
 
 class EvalCaptions(Dataset):

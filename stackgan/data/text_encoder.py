@@ -18,8 +18,11 @@ Definition (the exact algorithm, so any implementation can reproduce the numbers
    Only the PCG64 bit stream is used (not Generator.normal & co., whose algorithms numpy may
    change between versions), and blake2b (not Python's salted hash()), so the vectors are the
    same on every platform, Python and numpy version.
-4. The caption's embedding = sum of its feature vectors (float64), divided by its L2 norm,
-   cast to float32. A caption without tokens encodes to the zero vector.
+4. The caption's embedding = sum of its feature vectors (float64), scaled to L2 norm
+   sqrt(1024) = 32 (root-mean-square 1 per dimension), cast to float32. A caption without
+   tokens encodes to the zero vector. The scale matters: StackGAN's CA maps the embedding
+   linearly to the mean of a Gaussian whose noise starts at unit scale, so a unit-norm
+   embedding (per-dimension scale 1/32) would leave the condition buried in that noise.
 
 Captions sharing words get correlated embeddings (a bag of uni- and bigrams through a random
 projection), which is all a conditional GAN needs to read attributes from text; unlike the
@@ -32,6 +35,7 @@ import re
 import numpy as np
 
 DIM = 1024
+SCALE = DIM ** 0.5
 _TOKEN = re.compile(r"[^\W_]+")
 # Enough for the synthetic vocabulary and ordinary custom captions; bounded so that encoding a
 # large corpus cannot grow the cache without limit (each entry is 8 KiB).
@@ -62,7 +66,7 @@ def feature_vector(feature: str) -> np.ndarray:
 
 
 def encode(captions: list[str]) -> np.ndarray:
-    """Encode captions to an (n, 1024) float32 array of unit-norm (or zero) rows."""
+    """Encode captions to an (n, 1024) float32 array of rows of norm sqrt(1024) (or zero rows)."""
     out = np.zeros((len(captions), DIM), dtype=np.float32)
     for row, caption in enumerate(captions):
         total = np.zeros(DIM, dtype=np.float64)
@@ -70,5 +74,5 @@ def encode(captions: list[str]) -> np.ndarray:
             total += feature_vector(feature)
         norm = np.linalg.norm(total)
         if norm > 0:
-            out[row] = total / norm
+            out[row] = total * (SCALE / norm)
     return out

@@ -8,6 +8,9 @@ Wrong (mismatched) pairs come from one of two sources:
     by one inside the batch, reusing the real images' D features (no class check);
   * wrong_imgs given (v1 TensorFlow code): images the dataset drew from another class, paired
     with this batch's conditions.
+
+Unconditional v1 (no reference code) takes the plain GAN losses the v2 code uses for its
+unconditional runs: D = BCE(real, 1) + BCE(fake, 0), G = BCE(fake, 1); no KL, no wrong pairs.
 """
 
 
@@ -55,3 +58,19 @@ def generator_loss(netD, fake, mu, logvar, kl_coef=2.0):
         parts["kl"] = kl_loss(mu, logvar)
         total = total + kl_coef * parts["kl"]
     return total, {k: v.item() for k, v in parts.items()}
+
+
+def unconditional_discriminator_loss(netD, real, fake):
+    """BCE(D(real), 1) + BCE(D(fake), 0) on the uncond head.
+    Returns (total, {"real", "fake"} as floats)."""
+    (real_prob,) = netD(real)
+    (fake_prob,) = netD(fake.detach())
+    parts = {"real": bce(real_prob, 1), "fake": bce(fake_prob, 0)}
+    return parts["real"] + parts["fake"], {k: v.item() for k, v in parts.items()}
+
+
+def unconditional_generator_loss(netD, fake):
+    """BCE(D(fake), 1). Returns (total, {"adv"} as a float)."""
+    (prob,) = netD(fake)
+    adv = bce(prob, 1)
+    return adv, {"adv": adv.item()}

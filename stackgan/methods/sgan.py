@@ -25,6 +25,7 @@ SGANSampler; `SGANSampler.sample_images(labels, seed, start)` gives uint8 images
 
 import contextlib
 import copy
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -169,6 +170,23 @@ class SGANSampler(nn.Module):
         if self.variant == "dcgan":
             return self.gens["G"].pixels(labels, noise["z"])
         return self.gens["G0"].pixels(self.gens["G1"](labels, noise["z1"]), noise["z0"])
+
+    @torch.no_grad()
+    def fixed_fc3_images(self, labels, seed, columns):
+        """uint8 (rows, columns, H, W, 3): per label one G1 output (one z1), `columns` draws of z0.
+
+        Shows what each level controls (the SGAN paper's MNIST/SVHN figures): the row is fixed
+        by y and z1 through fc3, the columns vary only G0's noise.
+        """
+        device = next(self.parameters()).device
+        labels = torch.as_tensor(np.repeat(labels, columns), dtype=torch.long, device=device)
+        noise = self.noise(len(labels), seed)
+        z1 = noise["z1"].reshape(-1, columns, noise["z1"].shape[1])[:, :1].expand(-1, columns, -1)
+        fc3 = self.gens["G1"](labels, z1.reshape(len(labels), -1).to(device))
+        x = self.gens["G0"].pixels(fc3, noise["z0"].to(device)).clamp(0, 1).mul(255).round().to(torch.uint8).cpu()
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        return x.permute(0, 2, 3, 1).reshape(-1, columns, x.shape[2], x.shape[3], 3).numpy()
 
     @torch.no_grad()
     def sample_images(self, labels, seed, start=0):
@@ -428,9 +446,15 @@ class SGANMethod:
         images = sampler.sample_images(labels, self.cfg["eval"]["seed"])
         grid = images.reshape(len(rows), columns, *images.shape[1:])
         class_ids = self.encoder_payload["class_ids"]
+        captions = [f"class {class_ids[r]}" for r in rows]
         with atomic_path(path) as tmp:
-            compose([grid[:, c] for c in range(columns)],
-                    [f"class {class_ids[r]}" for r in rows]).save(tmp, format="PNG")
+            compose([grid[:, c] for c in range(columns)], captions).save(tmp, format="PNG")
+        if self.cfg["variant"] == "sgan":
+            levels = sampler.fixed_fc3_images(rows, self.cfg["eval"]["seed"], columns)
+            level_path = Path(path).with_name(Path(path).stem + "-fixed-fc3.png")
+            with atomic_path(level_path) as tmp:
+                compose([levels[:, c] for c in range(columns)],
+                        [c + ": one fc3 (z1), varying z0" for c in captions]).save(tmp, format="PNG")
 
     def state_dict(self):
         return {"phase": self.phase,

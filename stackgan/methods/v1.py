@@ -6,6 +6,9 @@ One iteration (both reference codes): G runs once; D takes one Adam step on real
 detached fake images; G takes one Adam step on the same fakes, judged by the just-updated D.
 Both learning rates are halved every `optim.lr_decay_epochs` epochs of the stage. No EMA: the
 reference snapshots and samples the live G.
+
+`conditional: false` (Table 3's LSUN / ImageNet runs; absent = true): images only, G draws from z
+alone, D has the unconditional head only, plain real/fake BCE losses (stackgan/models/v1.py).
 """
 
 import copy
@@ -15,7 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from stackgan.data.loader import TextImageDataset
+from stackgan.data.loader import ImageOnlyDataset, TextImageDataset
 from stackgan.errors import UserError
 from stackgan.losses import v1 as L
 from stackgan.models.v1 import Stage1D, Stage1G, Stage2D, Stage2G
@@ -23,6 +26,9 @@ from stackgan.models.v1 import Stage1D, Stage1G, Stage2D, Stage2G
 NET_NAMES = {1: ("G1", "D1"), 2: ("G2", "D2")}
 # Stage-II rebuilds its frozen Stage-I from its own config; these must equal the parent's.
 STAGE1_KEYS = ("gf_dim", "z_dim", "ef_dim", "text_dim", "ca", "ca_act")
+# Switches a config may leave out (text-conditional configs, older model.pt files): the value
+# they then mean. The parent must agree on these too.
+KEY_DEFAULTS = {"conditional": True}
 WRONG_PAIRS = ("dataset", "shift")
 
 
@@ -32,9 +38,13 @@ def net_names(cfg):
     return NET_NAMES[cfg["stage"]]
 
 
+def setting(cfg, key):
+    return cfg.get(key, KEY_DEFAULTS.get(key))
+
+
 def build_stage1_generator(cfg, out_size):
     return Stage1G(cfg["gf_dim"], z_dim=cfg["z_dim"], c_dim=cfg["ef_dim"], text_dim=cfg["text_dim"],
-                   out_size=out_size, ca=cfg["ca"], ca_act=cfg["ca_act"])
+                   out_size=out_size, ca=cfg["ca"], ca_act=cfg["ca_act"], conditional=setting(cfg, "conditional"))
 
 
 def build_generator(cfg):
@@ -43,13 +53,15 @@ def build_generator(cfg):
         return build_stage1_generator(cfg, cfg["out_size"])
     return Stage2G(build_stage1_generator(cfg, cfg["stage1_size"]), cfg["gf_dim"], cfg["r_num"], c_dim=cfg["ef_dim"],
                    out_size=cfg["out_size"], text_twice=cfg["text_twice"], ca=cfg["ca"], text_dim=cfg["text_dim"],
-                   ca_act=cfg["ca_act"], freeze_stage1_bn=cfg["freeze_stage1_bn"])
+                   ca_act=cfg["ca_act"], freeze_stage1_bn=cfg["freeze_stage1_bn"],
+                   conditional=setting(cfg, "conditional"))
 
 
 def build_networks(cfg):
     g_name, d_name = net_names(cfg)
     d_class = Stage1D if d_name == "D1" else Stage2D
-    return {g_name: build_generator(cfg), d_name: d_class(cfg["df_dim"], c_dim=cfg["ef_dim"], in_size=cfg["out_size"])}
+    d = d_class(cfg["df_dim"], c_dim=cfg["ef_dim"], in_size=cfg["out_size"], conditional=setting(cfg, "conditional"))
+    return {g_name: build_generator(cfg), d_name: d}
 
 
 def companion_noise(eps):
@@ -63,13 +75,14 @@ def companion_noise(eps):
 
 class V1Generator(nn.Module):
     """The sampling interface shared with v2: g(z, emb, eps=None) -> (images, mu, logvar),
-    images = every stage's output (Stage-I first, final resolution last)."""
+    images = every stage's output (Stage-I first, final resolution last). Unconditional:
+    g(z, emb=None) -> (images, None, None)."""
 
     def __init__(self, net):
         super().__init__()
         self.net = net
 
-    def forward(self, z, emb, eps=None, eps_stage1=None):
+    def forward(self, z, emb=None, eps=None, eps_stage1=None):
         if isinstance(self.net, Stage1G):
             return self.net(z, emb, eps=eps)
         if eps is not None and eps_stage1 is None:
@@ -94,8 +107,9 @@ def load_parent(cfg):
     pcfg = payload.get("config", {})
     if payload.get("family") != "v1" or pcfg.get("stage") != 1:
         raise UserError(f"{path} is not a StackGAN-v1 Stage-I model; point experiments.{name}.parent at one")
-    want = {**{k: cfg[k] for k in STAGE1_KEYS}, "out_size": cfg["stage1_size"]}
-    have = {**{k: pcfg.get(k) for k in STAGE1_KEYS}, "out_size": pcfg.get("out_size")}
+    keys = STAGE1_KEYS + tuple(KEY_DEFAULTS)
+    want = {**{k: setting(cfg, k) for k in keys}, "out_size": cfg["stage1_size"]}
+    have = {**{k: setting(pcfg, k) for k in keys}, "out_size": pcfg.get("out_size")}
     diff = {k: (have[k], want[k]) for k in want if have[k] != want[k]}
     if diff:
         detail = ", ".join(f"{k} {h!r} (here {w!r}; out_size = stage1_size here)" if k == "out_size"
@@ -119,6 +133,7 @@ class V1Method:
         self.device = device
         self.grad_sync = grad_sync or (lambda module: None)
         self.g_name, self.d_name = net_names(cfg)
+        self.conditional = setting(cfg, "conditional")
         if cfg["loss"]["wrong_pairs"] not in WRONG_PAIRS:
             raise UserError(f"experiment '{cfg['name']}': loss.wrong_pairs must be one of {WRONG_PAIRS}, "
                             f"got {cfg['loss']['wrong_pairs']!r}")
@@ -145,22 +160,30 @@ class V1Method:
         }
 
     def make_dataset(self, split):
-        """Real and wrong images at the output size only: no stage-I D is trained in Stage-II."""
+        """Real and wrong images at the output size only: no stage-I D is trained in Stage-II.
+        Unconditional: real images only."""
         data = self.cfg["data_sampling"]
+        if not self.conditional:
+            return ImageOnlyDataset(split, view=self.cfg["view"], imsizes=[self.cfg["out_size"]], flip=data["flip"],
+                                    seed=self.cfg["train"]["seed"])
         return TextImageDataset(split, view=self.cfg["view"], imsizes=[self.cfg["out_size"]], flip=data["flip"],
                                 num_embeddings=data["num_embeddings"], wrong_rule=data["wrong_rule"],
                                 seed=self.cfg["train"]["seed"])
 
     def draw_noise(self, gen, batch_size):
         cfg = self.cfg
-        noise = {"z": torch.randn(batch_size, cfg["z_dim"], generator=gen),
-                 "eps": torch.randn(batch_size, cfg["ef_dim"], generator=gen)}
+        noise = {"z": torch.randn(batch_size, cfg["z_dim"], generator=gen)}
+        if not self.conditional:
+            return noise
+        noise["eps"] = torch.randn(batch_size, cfg["ef_dim"], generator=gen)
         if cfg["stage"] == 2:
             noise["eps_stage1"] = torch.randn(batch_size, cfg["ef_dim"], generator=gen)
         return noise
 
     def _generate(self, batch, noise):
         g = self.nets[self.g_name]
+        if not self.conditional:
+            return g(noise["z"])
         if self.cfg["stage"] == 1:
             return g(noise["z"], batch["emb"], eps=noise["eps"])
         return g(noise["z"], batch["emb"], eps=noise["eps"], eps_stage1=noise["eps_stage1"])
@@ -169,17 +192,23 @@ class V1Method:
         cfg = self.cfg
         G, D = self.nets[self.g_name], self.nets[self.d_name]
         images, mu, logvar = self._generate(batch, noise)
-        fake = images[-1]
-        wrong = batch["wrong_imgs"][0] if cfg["loss"]["wrong_pairs"] == "dataset" else None
+        fake, real = images[-1], batch["imgs"][0]
 
         self.optims[self.d_name].zero_grad(set_to_none=True)
-        err_d, parts_d = L.discriminator_loss(D, batch["imgs"][0], fake, mu, wrong)
+        if self.conditional:
+            wrong = batch["wrong_imgs"][0] if cfg["loss"]["wrong_pairs"] == "dataset" else None
+            err_d, parts_d = L.discriminator_loss(D, real, fake, mu, wrong)
+        else:
+            err_d, parts_d = L.unconditional_discriminator_loss(D, real, fake)
         err_d.backward()
         self.grad_sync(D)
         self.optims[self.d_name].step()
 
         self.optims[self.g_name].zero_grad(set_to_none=True)
-        err_g, parts_g = L.generator_loss(D, fake, mu, logvar, cfg["loss"]["kl"])
+        if self.conditional:
+            err_g, parts_g = L.generator_loss(D, fake, mu, logvar, cfg["loss"]["kl"])
+        else:
+            err_g, parts_g = L.unconditional_generator_loss(D, fake)
         err_g.backward()
         self.grad_sync(G)
         self.optims[self.g_name].step()

@@ -11,7 +11,7 @@ import copy
 
 import torch
 
-from stackgan.data.loader import TextImageDataset
+from stackgan.data.loader import ImageOnlyDataset, TextImageDataset
 from stackgan.losses import v2 as L
 from stackgan.models.v2 import Discriminator, Generator, init_weights
 
@@ -87,6 +87,9 @@ class V2Method:
     def make_dataset(self, split):
         """Real (and wrong) images at every emitted branch's size, from one crop."""
         data = self.cfg["data_sampling"]
+        if not self.cfg["conditional"]:
+            return ImageOnlyDataset(split, view=self.cfg["view"], imsizes=emitted_sizes(self.cfg), flip=data["flip"],
+                                    seed=self.cfg["train"]["seed"])
         return TextImageDataset(split, view=self.cfg["view"], imsizes=emitted_sizes(self.cfg), flip=data["flip"],
                                 num_embeddings=data["num_embeddings"], wrong_rule=data["wrong_rule"],
                                 seed=self.cfg["train"]["seed"])

@@ -27,7 +27,7 @@ from stackgan.metrics.synthetic_classifier import capacc, load_classifier
 ISC_SHUFFLE_SEED = 2020
 
 
-def _weights_path(protocol, weights, classifier_dir):
+def resolve_weights(protocol, weights, classifier_dir):
     if isinstance(weights, (str, Path)):
         return Path(weights)
     given = weights or {}
@@ -52,7 +52,7 @@ def _fidelity_kwargs(protocol, weights_path, batch_size, cuda, verbose):
     )
 
 
-def _reference_cache_name(protocol, ref_view, reference_key, weights_sha):
+def reference_cache_name(protocol, ref_view, reference_key, weights_sha):
     parts = {
         "reference": reference_key or content_sha256(ref_view.base),
         "num_images": len(ref_view),
@@ -64,6 +64,12 @@ def _reference_cache_name(protocol, ref_view, reference_key, weights_sha):
         "torch_fidelity": torch_fidelity.__version__,
     }
     return "ref-" + hashlib.sha256(json.dumps(parts, sort_keys=True, default=list).encode()).hexdigest()[:40]
+
+
+def reference_stats_file(cache_name, protocol):
+    """torch-fidelity's file name for an input's FID statistics (metric_fid.py, 0.4.0): a
+    torch.save'd {"mu", "sigma"} of numpy arrays, read back when `input2_cache_name` matches."""
+    return f"{cache_name}-{protocol.extractor}-stat-fid-{protocol.feature_layer}.pt"
 
 
 def _score_is(protocol, view, kwargs):
@@ -89,7 +95,8 @@ def _score_fid(protocol, view, ref_view, kwargs, cache_dir, cache_name):
 
 
 def compute(protocol_names, samples, reference=None, weights=None, batch_size=64, device=None,
-            cache_dir=None, classifier_dir=None, attributes=None, reference_key=None, verbose=False) -> dict:
+            cache_dir=None, classifier_dir=None, attributes=None, reference_key=None, verbose=False,
+            reference_stats_dir=None) -> dict:
     """Score `samples` under each protocol; returns {"metrics": {name: {value, std}},
     "protocols": {name: details}} (the metrics file's shape).
 
@@ -101,6 +108,8 @@ def compute(protocol_names, samples, reference=None, weights=None, batch_size=64
     up offline by weights.locate. attributes: (N, A) caption attribute ids for capacc protocols.
     reference_key: a caller-vouched identity of the reference content (e.g. a manifest hash) that
     replaces hashing every reference image in the cache key.
+    reference_stats_dir: the `refstats` stage's folder, read only: FID reads the reference
+    statistics from there (the reference images are never decoded) and a missing file is an error.
     """
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     cuda = str(device).startswith("cuda")
@@ -109,7 +118,7 @@ def compute(protocol_names, samples, reference=None, weights=None, batch_size=64
     result = {"metrics": {}, "protocols": {}}
     for name in protocol_names:
         protocol = get_protocol(name)
-        weights_path = _weights_path(protocol, weights, classifier_dir)
+        weights_path = resolve_weights(protocol, weights, classifier_dir)
         weights_sha = weights_lookup.sha256_file(weights_path) if weights_path is not None else None
         view = ScoredView(samples_ds, protocol.num_samples, protocol.resize)
         minimum = protocol.splits or 2
@@ -134,9 +143,14 @@ def compute(protocol_names, samples, reference=None, weights=None, batch_size=64
             size = protocol.resize or tuple(view[0].shape[-2:])
             ref_view = ScoredView(ref_ds, None, size)
             cache_name = None
-            if cache_dir is not None:
-                cache_name = _reference_cache_name(protocol, ref_view, reference_key, weights_sha)
-            value, std = _score_fid(protocol, view, ref_view, kwargs, cache_dir, cache_name)
+            stats_dir = reference_stats_dir if reference_stats_dir is not None else cache_dir
+            if stats_dir is not None:
+                cache_name = reference_cache_name(protocol, ref_view, reference_key, weights_sha)
+            stats_file = None if cache_name is None else Path(stats_dir) / reference_stats_file(cache_name, protocol)
+            if reference_stats_dir is not None and not stats_file.is_file():
+                raise UserError(f"missing FID reference statistics {stats_file.name} in {reference_stats_dir} (reference, "
+                                f"weights or resolution changed); run `stackgan refstats` for this dataset")
+            value, std = _score_fid(protocol, view, ref_view, kwargs, stats_dir, cache_name)
             details["reference"] = {
                 "split": protocol.reference, "source": describe_source(reference), "num_images": len(ref_view),
                 "resized_to": list(size) if isinstance(size, tuple) else [size, size],

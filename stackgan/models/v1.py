@@ -13,6 +13,10 @@ Table 4 ablations, built from the same blocks (choices recorded in results/DEVIA
   * Stage-II with `text_twice=False`: no text path in Stage-II at all (no CA, the joint conv
     reads image features only); D is then conditioned on the frozen Stage-I's mu;
   * Stage-II at 128: the last upsampling block is dropped (encoder still ends at 16x16).
+Unconditional v1 (Table 3's LSUN / ImageNet columns; no code was released for it), built with
+`conditional=False`: Stage-I G maps z alone (no CA), Stage-II G reads only the Stage-I image
+(the text-once path; z is not re-injected, paper §4.3: "the random noise z is not used in this
+stage"), and both discriminators keep the unconditional head only.
 The embedded CPU profile scales the same rules down one octave: Stage-I at 32 (three
 upsampling blocks), Stage-II 32 -> 64 (encoder ends at 8x8), discriminators at 32.
 
@@ -117,23 +121,30 @@ def text_condition(ca, text_dim, c_dim, act):
 
 
 class Stage1G(nn.Module):
-    """STAGE1_G. forward(z, emb, generator=None) -> ([image], mu, logvar); logvar None without CA."""
+    """STAGE1_G. forward(z, emb, generator=None) -> ([image], mu, logvar); logvar None without CA,
+    mu and logvar None when unconditional (emb is then ignored and may be None)."""
 
-    def __init__(self, gf, z_dim=100, c_dim=128, text_dim=1024, out_size=64, ca=True, ca_act="relu"):
+    def __init__(self, gf, z_dim=100, c_dim=128, text_dim=1024, out_size=64, ca=True, ca_act="relu",
+                 conditional=True):
         super().__init__()
         n_up = doublings(out_size, 4, (32, 64, 256), "Stage-I output")
         ngf = 8 * gf
         check_halvable(ngf, n_up, "8*gf")
-        self.ngf, self.out_size = ngf, out_size
-        self.condition = text_condition(ca, text_dim, c_dim, ca_act)
-        self.fc = nn.Sequential(nn.Linear(z_dim + c_dim, ngf * 16, bias=False), nn.BatchNorm1d(ngf * 16), nn.ReLU(True))
+        self.ngf, self.out_size, self.conditional = ngf, out_size, conditional
+        self.condition = text_condition(ca, text_dim, c_dim, ca_act) if conditional else None
+        fc_in = z_dim + (c_dim if conditional else 0)
+        self.fc = nn.Sequential(nn.Linear(fc_in, ngf * 16, bias=False), nn.BatchNorm1d(ngf * 16), nn.ReLU(True))
         self.ups = nn.Sequential(*[up_block(ngf >> k, ngf >> (k + 1)) for k in range(n_up)])
         self.image = image_head(ngf >> n_up)
         init_weights(self)
 
-    def forward(self, z, emb, generator=None, eps=None):
-        c, mu, logvar = self.condition(emb, generator, eps)
-        h = self.fc(torch.cat([z, c], 1)).view(-1, self.ngf, 4, 4)
+    def forward(self, z, emb=None, generator=None, eps=None):
+        if self.conditional:
+            c, mu, logvar = self.condition(emb, generator, eps)
+            z = torch.cat([z, c], 1)
+        else:
+            mu = logvar = None
+        h = self.fc(z).view(-1, self.ngf, 4, 4)
         return [self.image(self.ups(h))], mu, logvar
 
 
@@ -145,19 +156,26 @@ class Stage2G(nn.Module):
     mu/logvar are Stage-II's own CA outputs; with text_twice=False Stage-II reads no text and
     returns the frozen Stage-I's mu (for D's condition) with logvar None (no KL to train).
 
+    Unconditional (conditional=False, around an unconditional Stage-I): no text path, as with
+    text_twice=False, and mu = logvar = None.
+
     The reference leaves Stage-I in train() mode, so its BN running stats keep updating while
     its weights are frozen; freeze_stage1_bn=True keeps it in eval() instead.
     """
 
     def __init__(self, stage1_g, gf, r_num, c_dim=128, out_size=256, text_twice=True, ca=True,
-                 text_dim=1024, ca_act="relu", freeze_stage1_bn=False):
+                 text_dim=1024, ca_act="relu", freeze_stage1_bn=False, conditional=True):
         super().__init__()
         low = getattr(stage1_g, "out_size", None)
         if low not in (32, 64):
             raise UserError("Stage-II needs a 64x64 (or, embedded, 32x32) Stage-I generator; "
                             "build Stage1G with out_size=64")
+        if stage1_g.conditional != conditional:
+            raise UserError(f"Stage-II (conditional={conditional}) needs a Stage-I G built with the same "
+                            "`conditional`; set it alike for both stages")
         n_up = doublings(out_size, low // 4, (2 * low, 4 * low), "Stage-II output")
         check_halvable(4 * gf, n_up, "4*gf")
+        text_twice = text_twice and conditional
         self.text_twice, self.freeze_stage1_bn, self.out_size = text_twice, freeze_stage1_bn, out_size
         self.stage1 = stage1_g
         for p in self.stage1.parameters():
@@ -187,7 +205,7 @@ class Stage2G(nn.Module):
         """What the reference optimizer receives: every parameter outside the frozen Stage-I."""
         return [p for p in self.parameters() if p.requires_grad]
 
-    def forward(self, z, emb, generator=None, eps=None, eps_stage1=None):
+    def forward(self, z, emb=None, generator=None, eps=None, eps_stage1=None):
         with torch.no_grad():  # = the reference's frozen weights + detached Stage-I image
             (low,), mu1, _ = self.stage1(z, emb, generator, eps_stage1)
         h = self.encoder(low)
@@ -212,9 +230,10 @@ class V1Discriminator(nn.Module):
     first), then 3x3 conv-BN-LReLU blocks bring the channels back to 8*DF, the rule the
     reference follows for 64 (no 3x3 blocks) and 256 (two). At 32 (embedded) it ends at 4*DF.
     forward(x, c) -> [cond_prob] (+ [uncond_prob] with the uncond head), each of shape (B,).
+    conditional=False: no cond head, the uncond head only; forward(x, c=None) -> [uncond_prob].
     """
 
-    def __init__(self, df, c_dim=128, in_size=64, uncond=False):
+    def __init__(self, df, c_dim=128, in_size=64, uncond=False, conditional=True):
         super().__init__()
         n_down = doublings(in_size, 4, (32, 64, 128, 256), "discriminator input")
         widths = [df << k for k in range(n_down)]
@@ -225,39 +244,46 @@ class V1Discriminator(nn.Module):
             layers += [conv3x3(widths[k], widths[k - 1]), nn.BatchNorm2d(widths[k - 1]), lrelu()]
         self.encode_image = nn.Sequential(*layers)
         ch = widths[min(n_down, 4) - 1]
-        self.cond_joint = nn.Sequential(conv3x3(ch + c_dim, ch), nn.BatchNorm2d(ch), lrelu())
-        self.cond_logits = nn.Sequential(nn.Conv2d(ch, 1, 4, 4), nn.Sigmoid())
+        self.conditional = conditional
+        if conditional:
+            self.cond_joint = nn.Sequential(conv3x3(ch + c_dim, ch), nn.BatchNorm2d(ch), lrelu())
+            self.cond_logits = nn.Sequential(nn.Conv2d(ch, 1, 4, 4), nn.Sigmoid())
+        uncond = uncond or not conditional
         self.uncond_logits = nn.Sequential(nn.Conv2d(ch, 1, 4, 4), nn.Sigmoid()) if uncond else None
         init_weights(self)
 
     def encode(self, x):
         return self.encode_image(x)
 
-    def heads(self, features, c):
+    def heads(self, features, c=None):
         """Probabilities from already-encoded images, so wrong pairs can reuse real features."""
-        s = features.size(2)
-        tiled = c.view(c.size(0), c.size(1), 1, 1).expand(-1, -1, s, s)
-        probs = [self.cond_logits(self.cond_joint(torch.cat([features, tiled], 1))).view(-1)]
+        probs = []
+        if self.conditional:
+            s = features.size(2)
+            tiled = c.view(c.size(0), c.size(1), 1, 1).expand(-1, -1, s, s)
+            probs.append(self.cond_logits(self.cond_joint(torch.cat([features, tiled], 1))).view(-1))
         if self.uncond_logits is not None:
             probs.append(self.uncond_logits(features).view(-1))
         return probs
 
-    def forward(self, x, c):
+    def forward(self, x, c=None):
         return self.heads(self.encode(x), c)
 
 
 class Stage1D(V1Discriminator):
-    """STAGE1_D: cond head only (64 input; 256 for the Stage-I-alone-at-256 ablation)."""
+    """STAGE1_D: cond head only (64 input; 256 for the Stage-I-alone-at-256 ablation);
+    unconditional: the uncond head only."""
 
-    def __init__(self, df, c_dim=128, in_size=64):
-        super().__init__(df, c_dim, in_size, uncond=False)
+    def __init__(self, df, c_dim=128, in_size=64, conditional=True):
+        super().__init__(df, c_dim, in_size, uncond=False, conditional=conditional)
 
 
 class Stage2D(V1Discriminator):
-    """STAGE2_D: cond and uncond heads (256 input; 128 for StackGAN-v1 at 128)."""
+    """STAGE2_D: cond and uncond heads (256 input; 128 for StackGAN-v1 at 128);
+    unconditional: the uncond head only."""
 
-    def __init__(self, df, c_dim=128, in_size=256):
-        super().__init__(df, c_dim, in_size, uncond=True)
+    def __init__(self, df, c_dim=128, in_size=256, conditional=True):
+        super().__init__(df, c_dim, in_size, uncond=True, conditional=conditional)
 
 
 def init_weights(module):
