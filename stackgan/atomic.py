@@ -37,7 +37,10 @@ def write_json(path, obj):
 
 
 def torch_save(obj, path):
+    """torch.save, atomically and byte-reproducibly: given a file *name*, torch.save names the
+    archive's records after it (here the random temporary name), so equal objects would give
+    different bytes and DVC would see a changed output; a file object gets a fixed record name."""
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)

@@ -138,6 +138,10 @@ def train(cfg, device_pref="auto", stop_after=None):
 
 def _train(cfg, ctx, stop_after):
     prepared = Path(cfg["data"]["prepared_dir"])
+    if not (prepared / "manifest.json").exists():
+        ds = cfg["data"]["name"]
+        raise UserError(f"{prepared} holds no prepared dataset; run `stackgan fetch {ds}` and "
+                        f"`stackgan prepare {ds}` (or `dvc repro`) first")
     split = PreparedSplit(prepared, "train")
     torch.manual_seed(cfg["train"]["seed"])  # network initialisation
     method = build_method(cfg, ctx.device, distributed.make_grad_sync(ctx))
