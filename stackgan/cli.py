@@ -109,6 +109,16 @@ def cmd_evaluate(args):
         print(f"{key}: {m['value']:.4f}{std}")
 
 
+def cmd_evaluate_real(args):
+    from stackgan.evaluate import evaluate_real
+
+    params = _params(args)
+    out = evaluate_real(params, args.dataset, C.resolve_profile(params, args.profile), device=args.device)
+    for key, m in out["metrics"].items():
+        std = f" ± {m['std']:.4f}" if m["std"] is not None else ""
+        print(f"{args.dataset} real images, {key}: {m['value']:.4f}{std}")
+
+
 def cmd_score(args):
     from stackgan.metrics.compute import score_folder
 
@@ -217,6 +227,11 @@ def build_parser():
     s.add_argument("experiment")
     s.add_argument("--device", default="cpu")
     s.set_defaults(fn=cmd_evaluate)
+
+    s = sub.add_parser("evaluate-real", help="score a dataset's real images (params.yaml `real`)")
+    s.add_argument("dataset")
+    s.add_argument("--device", default="cpu")
+    s.set_defaults(fn=cmd_evaluate_real)
 
     s = sub.add_parser("score", help="score any folder of images under a named protocol")
     s.add_argument("images")

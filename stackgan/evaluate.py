@@ -83,6 +83,28 @@ def evaluate(cfg, device="cpu"):
     return out
 
 
+def evaluate_real(params, dataset, profile, device="cpu"):
+    """Metrics of the real images themselves (e.g. the SGAN table's real CIFAR-10 IS), written
+    as results/metrics/<profile>/<dataset>-real.json so the report finds them as an experiment."""
+    from stackgan.config import dataset_config
+    from stackgan.metrics.compute import compute
+
+    spec = (params.get("real") or {}).get(dataset)
+    if spec is None:
+        raise UserError(f"params.yaml has no real.{dataset} entry; real-image metrics are defined for "
+                        f"{', '.join(params.get('real') or {})}")
+    ds = dataset_config(params, dataset, profile)
+    split = PreparedSplit(Path(ds["prepared_dir"]), spec["split"])
+    images = ReferenceImages(split, spec["view"], spec["size"])
+    result = compute(spec["protocols"], images, device=device,
+                     classifier_dir=Path(f"runs/{profile}/classifiers/{dataset}"))
+    for details in result["protocols"].values():
+        details["source"] = f"real images: {dataset} {spec['split']} split, view {spec['view']} at {spec['size']} px"
+    out = {"experiment": f"{dataset}-real", "profile": profile, "checkpoint_step": None, **result}
+    write_json(f"results/metrics/{profile}/{dataset}-real.json", out)
+    return out
+
+
 def compute_refstats_for(params, dataset, profile, out_dir, device="auto"):
     """FID reference statistics for every evaluated experiment of `dataset` in the active run."""
     from stackgan.config import experiment_config

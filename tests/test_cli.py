@@ -96,3 +96,17 @@ def test_train_dry_run_prints_config_without_training(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["branch_sizes"] == [64, 128, 256]
     assert not (tmp_path / "runs").exists()
+
+
+def test_offline_paper_protocol_names_the_weights_file_to_place(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "imgs").mkdir()
+    for i in range(10):
+        Image.new("RGB", (32, 32), (i * 20, 0, 0)).save(tmp_path / "imgs" / f"{i}.png")
+    env_home = tmp_path / "torch-home"
+    proc = subprocess.run([sys.executable, "-m", "stackgan.cli", "score", str(tmp_path / "imgs"),
+                           "--protocol", "is30k_imagenet"], cwd=tmp_path, capture_output=True, text=True,
+                          env={**__import__("os").environ, "TORCH_HOME": str(env_home)})
+    line = one_line_error(proc)
+    assert "weights-inception-2015-12-05-6726825d.pth" in line and str(env_home / "hub" / "checkpoints") in line

@@ -1,5 +1,6 @@
 import csv
 import json
+from pathlib import Path
 
 import pytest
 
@@ -194,3 +195,12 @@ def test_malformed_json_names_the_file(tmp_path):
     bad.write_text(json.dumps({"experiment": "cub-v1", "metrics": {}}))
     with pytest.raises(UserError, match="cub-v2.json"):
         write_tables(tmp_path / "metrics", tmp_path / "tables")
+
+
+def test_committed_tables_regenerate_byte_for_byte(tmp_path):
+    repo = Path(__file__).resolve().parents[1]
+    written = write_tables(repo / "results/metrics", tmp_path)
+    committed = sorted((repo / "results/tables").glob("*.md"))
+    assert sorted(p.name for p in written) == [p.name for p in committed]
+    for path in committed:
+        assert (tmp_path / path.name).read_bytes() == path.read_bytes(), path.name
