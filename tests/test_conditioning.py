@@ -53,6 +53,7 @@ def runs(tmp_path_factory):
             cli(root, "fetch", "synthetic")
             cli(root, "prepare", "synthetic")
             cli(root, "classifier", "synthetic", "--out", "runs/embedded/classifiers/synthetic")
+            cli(root, "refstats", "synthetic")
         else:
             for sub in ("data", "runs"):
                 (root / sub).mkdir(exist_ok=True)
@@ -60,6 +61,7 @@ def runs(tmp_path_factory):
             (root / "data/prepared").symlink_to(base / "start/data/prepared")
             (root / "runs/embedded").mkdir()
             (root / "runs/embedded/classifiers").symlink_to(base / "start/runs/embedded/classifiers")
+            (root / "runs/embedded/refstats").symlink_to(base / "start/runs/embedded/refstats")
         for name in ("synthetic-v2", "synthetic-v1-s1", "synthetic-v1"):
             cli(root, "train", name)
         for name in ("synthetic-v2", "synthetic-v1"):
