@@ -83,6 +83,16 @@ def step_noise(method, global_batch, seed, step, rank, world, device):
     return {k: v[rank * per:(rank + 1) * per].to(device) for k, v in method.draw_noise(gen, global_batch).items()}
 
 
+def training_code_fingerprint():
+    """sha256 over the sources a training run executes (the train stage's code dependencies)."""
+    root = Path(__file__).resolve().parent
+    files = sorted(p for d in ("models", "losses", "methods", "data") for p in (root / d).glob("*.py"))
+    h = hashlib.sha256()
+    for path in files + [root / "train.py"]:
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
 def total_steps(cfg, n_items):
     t = cfg["train"]
     if t.get("max_steps"):
@@ -151,8 +161,10 @@ def _train(cfg, ctx, stop_after):
     dataset = method.make_dataset(split)
     t = cfg["train"]
     end = total_steps(cfg, len(dataset))
-    # The prepared data is part of what a checkpoint was trained on: regenerated data starts fresh.
+    # The prepared data and the training code are part of what a checkpoint was trained on:
+    # regenerated data or changed code (which is also when DVC re-runs this stage) starts fresh.
     cfg["data"]["fingerprint"] = hashlib.sha256(json.dumps(split.manifest["files"], sort_keys=True).encode()).hexdigest()
+    cfg["code_fingerprint"] = training_code_fingerprint()
     h = config_hash(cfg)  # after build_method: a Stage-II method records its parent's hash in cfg
     ckpt_dir = Path(cfg["paths"]["checkpoint"])
     state, why = checkpoint.load(ckpt_dir, h)
