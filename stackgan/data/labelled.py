@@ -12,18 +12,15 @@ raw [0, 1] single-channel for MNIST. Class ids are remapped to 0..K-1 in the ord
 sorted training class ids (the synthetic split holds 15 of 20 ids, not contiguous).
 """
 
-import contextlib
-import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from stackgan.data.cub import _replace_dir, sha256_file, spread_selection
+from stackgan.data.cub import spread_selection
 from stackgan.data.shards import ShardWriter
+from stackgan.data.staging import commit
 from stackgan.errors import UserError
 
 
@@ -70,31 +67,20 @@ def write_prepared(out_dir, dataset: str, splits: dict, sources: list, limit=Non
         raise ValueError(f"all splits must hold square images of one size, got {sizes}")
     size = next(iter(sizes))[0]
     view = native_view(size)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
+
+    def write(tmp):
         for name, (images, labels) in splits.items():
             _write_split(tmp / name, name, images, np.asarray(labels), view)
-        manifest = {
-            "format_version": 1,
+        return {
             "dataset": dataset,
             "limit": limit,
             "views": {view: {"mode": "native", "size": size}},
             "splits": {name: {"count": int(len(labels)), "num_classes": int(len(np.unique(labels))),
                               "captions": False}
                        for name, (_, labels) in splits.items()},
-            "attributes": None,
-            "files": {p.relative_to(tmp).as_posix(): sha256_file(p)
-                      for p in sorted(tmp.rglob("*")) if p.is_file()},
-            "sources": {Path(p).name: sha256_file(Path(p)) for p in sources},
         }
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        _replace_dir(tmp, out_dir)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            shutil.rmtree(tmp)
-        raise
-    return manifest
+
+    return commit(out_dir, write, {Path(p).name: p for p in sources})
 
 
 def load_images(split, view: str) -> np.ndarray:
