@@ -13,7 +13,6 @@ the recipe, and the prepared data's hash) and `report.json` (accuracy, sha256 of
 """
 
 import copy
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from stackgan.atomic import torch_save, write_json
-from stackgan.data.cub import sha256_file
 from stackgan.data.labelled import class_order, contiguous_labels, load_images, pixel_mean
 from stackgan.data.prepared import PreparedSplit
+from stackgan.data.staging import sha256_file
 from stackgan.errors import UserError
 from stackgan.models.sgan import Encoder
 
@@ -134,7 +133,7 @@ def train_encoder(cfg: dict, prepared_dir, out_dir, device="auto") -> dict:
     opt = torch.optim.Adam(encoder.parameters(), lr=cfg["lr"], betas=tuple(cfg["betas"]))
     gen = torch.Generator().manual_seed(cfg["seed"])
     per_epoch = len(x) // cfg["batch_size"]
-    t0, order, loss = time.time(), None, torch.zeros(())
+    order, loss = None, torch.zeros(())
     encoder.train()
     for step in range(cfg["steps"]):
         if step % per_epoch == 0:
@@ -154,7 +153,7 @@ def train_encoder(cfg: dict, prepared_dir, out_dir, device="auto") -> dict:
               "heldout_accuracy": accuracy(encoder, held_t, torch.from_numpy(held_y).to(device)),
               "heldout": held_from, "heldout_count": int(len(held_y)),
               "train_accuracy": accuracy(encoder, _model_space(x[:5000], grey, mean_t), y[:5000]),
-              "final_loss": float(loss.detach()), "seconds": round(time.time() - t0, 1),
+              "final_loss": float(loss.detach()),
               "recipe": "ours (the authors released no encoder-training code)"}
     payload = {"arch": cfg["arch"], "width": cfg.get("width", 1.0), "num_classes": len(classes),
                "class_ids": classes.tolist(), "view": cfg["view"],

@@ -329,9 +329,14 @@ def _merge(src: Path, dst: Path):
 
 # ---------------------------------------------------------------- ImageNet
 
-def verify_imagenet(ds, raw: Path):
-    """Check that the user-provided ILSVRC-2012 class folders are in place and count their images."""
-    raw = Path(raw)
+def verify_imagenet(ds, out: Path):
+    """Check the user-provided ILSVRC-2012 class folders, count their images and, when they live
+    elsewhere (`user_dir`, data/user/imagenet tracked by data.dvc), record in `out` what was
+    verified so that `prepare` reads exactly that."""
+    from stackgan.data import imagenet
+
+    out = Path(out)
+    raw = Path(ds.get("user_dir") or out)
     wnids = sources.IMAGENET[ds["name"]]
     listed, required = wnids["listed"], wnids["required"]
     train = raw / "train"
@@ -359,5 +364,7 @@ def verify_imagenet(ds, raw: Path):
         raise UserError(f"{train}/ holds {total} images in {len(counts)} of {ds['name']}'s wnid folders, expected "
                         f"{expected} (ILSVRC-2012 train); re-extract the incomplete class folders from "
                         f"{sources.IMAGENET_ARCHIVE}")
+    if raw != out:
+        imagenet.write_record(out, raw, ds["subset"])
     print(f"{ds['name']}: {total} images in {len(counts)} wnid folders under {train}/ (verified)", file=sys.stderr)
-    return raw
+    return out

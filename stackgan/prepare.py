@@ -3,10 +3,19 @@
 import importlib
 from pathlib import Path
 
+from stackgan.data.encoded_shards import STORAGES
 from stackgan.errors import UserError
+
+ENCODED_LAYOUTS = ("lsun",)  # readers that can keep the source bytes (storage: encoded)
 
 
 def prepare(ds, raw: Path, out: Path, limit=None):
+    storage, layout = ds.get("storage", "pixels"), ds.get("layout")
+    if storage not in STORAGES:
+        raise UserError(f"datasets.{ds['name']}.storage in params.yaml is {storage!r}; use one of {', '.join(STORAGES)}")
+    if storage != "pixels" and layout not in ENCODED_LAYOUTS:
+        raise UserError(f"datasets.{ds['name']}.storage in params.yaml is '{storage}', but layout '{layout}' "
+                        f"supports only pixels storage (encoded: {', '.join(ENCODED_LAYOUTS)}); remove the setting")
     if not raw.exists():
         raise UserError(f"raw folder {raw}/ does not exist; run `stackgan fetch {ds['name']}` first")
     if ds["layout"] == "cub":
@@ -19,6 +28,8 @@ def prepare(ds, raw: Path, out: Path, limit=None):
         reader = importlib.import_module(f"stackgan.data.{ds['layout']}")
         expected = ds.get("expected_counts") if limit is None else None
         extra = {k: ds[k] for k in ("category", "subset") if k in ds}
+        if ds["layout"] in ENCODED_LAYOUTS:
+            extra["storage"] = storage
         reader.prepare(raw, out, views=ds["views"], limit=limit, expected_counts=expected, **extra)
         return out
     if ds["layout"] in ("cifar10", "mnist", "svhn"):

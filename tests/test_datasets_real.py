@@ -176,7 +176,7 @@ def test_coco_prepare_end_to_end(tmp_path, flat):
 
 @pytest.mark.parametrize("damage, message", [
     (lambda raw: [(raw / "test" / f).unlink() for f in ("filenames.pickle", "char-CNN-RNN-embeddings.pickle")]
-     + [(raw / "test" / "val_captions.t7").write_bytes(b"t7")], r"val_captions.t7 holds one embedding per caption"),
+     + [(raw / "test" / "val_captions.t7").write_bytes(b"t7")], r"val_captions.t7 cannot be read as a Torch7 file"),
     (lambda raw: (raw / "train" / "filenames.pickle").unlink(), r"train/filenames.pickle not found.*0B3y_msrWZaXLQXVzOENCY2E3TlU"),
     (lambda raw: write_pickles(raw / "train", [coco_name("train", n) for n in (9, 25, 30)], embeddings(3, 10, 0)),
      r"holds 10 embeddings per image, COCO has 5"),
@@ -303,6 +303,32 @@ def test_imagenet_bad_input(tmp_path):
         f.unlink()
     with pytest.raises(UserError, match=r"train/n02123045 holds no images"):
         imagenet.prepare(raw, tmp_path / "out", VIEWS, subset="cat")
+
+
+def test_imagenet_from_the_user_folder_through_the_fetch_record(tmp_path):
+    from stackgan.fetch import fetch
+
+    user = make_cats(tmp_path / "user" / "imagenet")
+    ds = {"name": "imagenet-cat", "source": "user", "user_dir": str(user), "subset": "cat"}
+    record_dir = tmp_path / "raw" / "imagenet-cat"
+    assert fetch(ds, record_dir) == record_dir
+    record = json.loads((record_dir / imagenet.RECORD).read_text())
+    assert record["source"] == user.as_posix() and record["images"] == 10 and sorted(record) == \
+        ["images", "listing_sha256", "source", "subset", "wnids"]
+    assert sorted(p.name for p in record_dir.iterdir()) == [imagenet.RECORD]  # no copy of the images
+    manifest = imagenet.prepare(record_dir, tmp_path / "out", VIEWS, subset="cat")
+    assert manifest["source"] == {"folder": user.as_posix(), "listing_sha256": record["listing_sha256"]}
+    direct = imagenet.prepare(user, tmp_path / "direct", VIEWS, subset="cat")
+    assert direct["splits"] == manifest["splits"]  # same images, same hashes, whichever way it was reached
+    jpeg(user / "train" / "n02123045" / "n02123045_3.JPEG", 7)
+    with pytest.raises(UserError, match=r"changed since `stackgan fetch` verified them .*fetch imagenet-cat"):
+        imagenet.prepare(record_dir, tmp_path / "again", VIEWS, subset="cat")
+    assert not (tmp_path / "again").exists()
+    fetch(ds, record_dir)
+    assert imagenet.prepare(record_dir, tmp_path / "again", VIEWS, subset="cat")["splits"]["train"]["count"] == 11
+    (record_dir / imagenet.RECORD).write_text("{}")
+    with pytest.raises(UserError, match=r"user-data.json is damaged"):
+        imagenet.prepare(record_dir, tmp_path / "third", VIEWS, subset="cat")
 
 
 # ---------------------------------------------------------------- unconditional loader

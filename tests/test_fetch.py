@@ -287,7 +287,7 @@ def test_imagenet_missing_folder_explains_what_to_download(tmp_path):
 
 
 def test_imagenet_folders_are_verified_and_counted(tmp_path):
-    ds = {"name": "imagenet-cat", "source": "user", "expected_counts": {"all": 10}}
+    ds = {"name": "imagenet-cat", "source": "user", "subset": "cat", "expected_counts": {"all": 10}}
     raw = _imagenet(tmp_path, sources.CAT_WNIDS_IN_ILSVRC)
     assert F.fetch(ds, raw) == raw  # 5 of the 17 listed wnids, 2 images each
     ds["expected_counts"]["all"] = 6500

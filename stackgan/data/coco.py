@@ -2,20 +2,21 @@
 
 Raw layout (<raw> = StackGAN-Pytorch's data/coco):
     <raw>/train/filenames.pickle, char-CNN-RNN-embeddings.pickle (N, 5, 1024), [class_info.pickle]
-    <raw>/test/filenames.pickle, char-CNN-RNN-embeddings.pickle   (same format; see below)
+    <raw>/test/filenames.pickle, char-CNN-RNN-embeddings.pickle   (same format), or instead
+    <raw>/test/val_captions.t7   the authors' COCO eval download (see below)
     <raw>/train2014/COCO_train2014_%012d.jpg, <raw>/val2014/COCO_val2014_%012d.jpg (official zips),
         or <raw>/images/<key>.jpg as StackGAN-Pytorch reads them
     [<raw>/annotations/captions_train2014.json, captions_val2014.json]   official captions
 Keys name the image file ("COCO_train2014_000000000009", a folder prefix is ignored).
 
-Test split: the authors' COCO eval download holds test/val_captions.t7 (Torch7: raw_txt and
-fea_txt, one 1024-d embedding per caption and no image names), which cannot make an image split.
-It has to be converted to the pickle layout above: filenames.pickle (val2014 keys) and
-char-CNN-RNN-embeddings.pickle (N, 5, 1024) grouped by image (the captions identify the image
-through captions_val2014.json). prepare says so when it finds only the .t7 file.
+Test split: the test pickles are used when present. Otherwise test/val_captions.t7 (Torch7:
+raw_txt and fea_txt, one 1024-d embedding per caption and no image names) is read, and each
+caption is matched to its val2014 image through annotations/captions_val2014.json (then
+required) by exact text; see group_by_image. The manifest's "test_source" records the counts.
 
 Captions: COCO has 5 (sometimes up to 7) captions per image; the embeddings must hold exactly 5
-per image (verified), and captions.json keeps each image's first 5 annotations by annotation id.
+per image (verified), and captions.json keeps each image's first 5 annotations by annotation id
+(from the .t7: the captions of the 5 embeddings kept, in the same order).
 Without class_info.pickle every image is its own class (the reference's wrong-image rule).
 """
 
@@ -23,9 +24,13 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
+
 from stackgan.data import staging
-from stackgan.data.cub import check_views, spread_selection
 from stackgan.data.labelled import check_count
+from stackgan.data.staging import sha256_file, spread_selection
+from stackgan.data.torch7 import read_caption_embeddings
+from stackgan.data.views import check_views
 from stackgan.errors import UserError
 
 SPLITS = ("train", "test")
@@ -34,36 +39,48 @@ TRAIN_DRIVE_ID = "0B3y_msrWZaXLQXVzOENCY2E3TlU"
 EVAL_DRIVE_ID = "0B3y_msrWZaXLeEs5MTg0RC1fa0U"
 COCO_URL = "https://cocodataset.org/#download"
 NAME = re.compile(r"COCO_(train|val)2014_\d{12}")
+PICKLES = ("filenames.pickle", "char-CNN-RNN-embeddings.pickle")
+T7_NAME = "val_captions.t7"
+MIN_FOUND = 0.9  # share of .t7 captions that must be val2014 captions (else it is another file)
 
 
 def _metadata_remedy(raw: Path, split: str) -> str:
-    drive = TRAIN_DRIVE_ID if split == "train" else EVAL_DRIVE_ID
-    return (f"download StackGAN's COCO {split} metadata (Google Drive id {drive}) and unpack it "
-            f"so that {raw}/{split}/filenames.pickle exists")
+    if split == "train":
+        return (f"download StackGAN's COCO train metadata (Google Drive id {TRAIN_DRIVE_ID}) and unpack it "
+                f"so that {raw}/train/filenames.pickle exists")
+    return (f"download the authors' COCO eval data (Google Drive id {EVAL_DRIVE_ID}) and unpack it so that "
+            f"{raw}/test/{T7_NAME} exists (with no test pickles), or give both test pickles intact")
 
 
 def _images_remedy(raw: Path, folder: str) -> str:
     return f"download {folder}.zip ({COCO_URL}) and unpack it into {raw} (giving {raw}/{folder}/)"
 
 
-def _t7_remedy(raw: Path) -> str:
-    return (f"{raw}/test/val_captions.t7 holds one embedding per caption but no image names, so it "
-            f"cannot give a test split with images; convert it to {raw}/test/filenames.pickle (the "
-            "val2014 keys, e.g. 'COCO_val2014_000000000042') and char-CNN-RNN-embeddings.pickle "
-            "(N x 5 x 1024, each image's 5 caption embeddings, matched through "
-            "annotations/captions_val2014.json); reading .t7 files needs the torchfile package")
+def _t7_remedy() -> str:
+    return (f"download the authors' COCO eval data (Google Drive id {EVAL_DRIVE_ID}) again and unpack it "
+            f"so that test/{T7_NAME} is complete")
+
+
+def _test_split_from_t7(raw: Path) -> bool:
+    """Whether the test split comes from test/val_captions.t7: only when no test pickle exists."""
+    return (raw / "test" / T7_NAME).is_file() and not any((raw / "test" / n).is_file() for n in PICKLES)
 
 
 def check_layout(raw: Path):
     if not raw.is_dir():
         raise UserError(f"raw folder {raw} not found; {_metadata_remedy(raw, 'train')}")
     for split in SPLITS:
-        for name in ("filenames.pickle", "char-CNN-RNN-embeddings.pickle"):
+        if split == "test" and _test_split_from_t7(raw):
+            table = raw / "annotations" / "captions_val2014.json"
+            if not table.is_file():
+                raise UserError(f"{table} not found; it names the val2014 image of each caption in "
+                                f"{raw / 'test' / T7_NAME}: download annotations_trainval2014.zip "
+                                f"({COCO_URL}) and unpack it into {raw}")
+            continue
+        for name in PICKLES:
             path = raw / split / name
             if path.is_file():
                 continue
-            if split == "test" and (raw / "test" / "val_captions.t7").is_file():
-                raise UserError(f"{path} not found; {_t7_remedy(raw)}")
             if (raw / "coco" / split / name).is_file():
                 raise UserError(f"{path} not found but {raw / 'coco' / split / name} exists; pass --raw {raw / 'coco'}")
             raise UserError(f"{path} not found; {_metadata_remedy(raw, split)}")
@@ -123,6 +140,72 @@ def _captions(raw: Path, split: str, keys, tables: dict):
     return out
 
 
+def normalise_caption(text: str) -> str:
+    """The form in which .t7 and annotation captions are compared: whitespace runs as one space,
+    lower case (the char-CNN-RNN's alphabet has no capitals)."""
+    return " ".join(text.split()).lower()
+
+
+def group_by_image(captions: list, embeddings: np.ndarray, table: dict) -> tuple[dict, dict]:
+    """An image split from one embedding per caption: (meta as read_embedding_metadata's plus
+    captions, counts). table: image name -> captions in annotation-id order.
+
+    Why: the reference generates one sample per .t7 caption and never needs the image; our
+    evaluation generates from each test image's captions (and compares with the real images), so
+    each caption must be given its image. A caption belongs to the image that has an annotation
+    of the same normalised text. A text that several images share is ambiguous and left out
+    rather than guessed; a caption repeated more often than its image has it is a duplicate.
+    Each image's matched captions are ordered by annotation id and its first CAPTIONS_PER_IMAGE
+    kept; images with fewer are dropped. Keys are in name (image id) order.
+    """
+    owners = {}  # normalised text -> {image name: [positions in the image's captions]}
+    for name, texts in table.items():
+        for position, text in enumerate(texts):
+            owners.setdefault(normalise_caption(text), {}).setdefault(name, []).append(position)
+    rows = {}  # image name -> {position: .t7 row}
+    counts = dict.fromkeys(("matched", "ambiguous", "unmatched", "duplicate"), 0)
+    for row, caption in enumerate(captions):
+        found = owners.get(normalise_caption(caption), {})
+        if len(found) != 1:
+            counts["ambiguous" if found else "unmatched"] += 1
+            continue
+        ((name, positions),) = found.items()
+        taken = rows.setdefault(name, {})
+        free = [p for p in positions if p not in taken]
+        counts["matched" if free else "duplicate"] += 1
+        if free:
+            taken[free[0]] = row
+    keys = sorted(n for n, taken in rows.items() if len(taken) >= CAPTIONS_PER_IMAGE)
+    kept = [sorted(rows[n])[:CAPTIONS_PER_IMAGE] for n in keys]
+    index = np.array([[rows[n][p] for p in ps] for n, ps in zip(keys, kept)], dtype=np.int64)
+    meta = {"keys": keys, "embeddings": embeddings[index.reshape(-1, CAPTIONS_PER_IMAGE)],
+            "captions": [[table[n][p] for p in ps] for n, ps in zip(keys, kept)],
+            "class_ids": np.arange(len(keys), dtype=np.int64), "class_info": False}
+    counts.update(captions=len(captions), images_kept=len(keys), images_dropped=len(rows) - len(keys))
+    return meta, counts
+
+
+def _t7_test_split(raw: Path, tables: dict) -> tuple[dict, dict]:
+    """The test split's metadata from test/val_captions.t7 and its record for the manifest."""
+    path, table_path = raw / "test" / T7_NAME, raw / "annotations" / "captions_val2014.json"
+    captions, embeddings = read_caption_embeddings(path, _t7_remedy())
+    if table_path not in tables:
+        tables[table_path] = read_annotation_captions(table_path)
+    meta, counts = group_by_image(captions, embeddings, tables[table_path])
+    found = counts["captions"] - counts["unmatched"]
+    if found < MIN_FOUND * counts["captions"]:
+        raise UserError(f"only {found} of the {counts['captions']} captions in {path} are captions in "
+                        f"{table_path}; it is not the authors' COCO val2014 caption file, {_t7_remedy()}")
+    if not meta["keys"]:
+        raise UserError(f"no val2014 image has {CAPTIONS_PER_IMAGE} of its captions in {path} ({counts}); "
+                        f"the test split needs {CAPTIONS_PER_IMAGE} per image, {_t7_remedy()}")
+    bad = next((k for k in meta["keys"] if not k.startswith("COCO_val2014_") or not NAME.fullmatch(k)), None)
+    if bad is not None:
+        raise UserError(f"{table_path} names image {bad!r}, not a COCO val2014 file name; "
+                        f"re-download annotations_trainval2014.zip from {COCO_URL}")
+    return meta, {"file": f"test/{T7_NAME}", "sha256": sha256_file(path), **counts}
+
+
 def _items(raw: Path, keys):
     for key in keys:
         path = image_path(raw, key)
@@ -142,18 +225,23 @@ def prepare(raw_dir, out_dir, views: dict, limit=None, expected_counts=None) -> 
     staging.check_output(out_dir)
     check_layout(raw)
     with_captions = (raw / "annotations").is_dir()
-    tables, metas = {}, {}
+    tables, metas, test_source = {}, {}, None
     for split in SPLITS:
-        meta = staging.read_embedding_metadata(raw / split, _metadata_remedy(raw, split))
-        check_count(split, len(meta["keys"]), expected_counts, limit, raw / split / "filenames.pickle")
-        _check_keys(raw, split, meta)
+        if split == "test" and _test_split_from_t7(raw):
+            listing = raw / "test" / T7_NAME
+            meta, test_source = _t7_test_split(raw, tables)
+        else:
+            listing = raw / split / "filenames.pickle"
+            meta = staging.read_embedding_metadata(raw / split, _metadata_remedy(raw, split))
+            _check_keys(raw, split, meta)
+        check_count(split, len(meta["keys"]), expected_counts, limit, listing)
         if limit is not None:
             meta = staging.subset(meta, spread_selection(meta["class_ids"], limit))
         missing = next((p for p in (image_path(raw, k) for k in meta["keys"]) if not p.is_file()), None)
         if missing is not None:
-            raise UserError(f"{missing} not found (listed in {raw / split / 'filenames.pickle'}); "
+            raise UserError(f"{missing} not found (an image of {listing}); "
                             f"{_images_remedy(raw, missing.parent.name)}")
-        if with_captions:
+        if with_captions and "captions" not in meta:
             meta["captions"] = _captions(raw, split, meta["keys"], tables)
         metas[split] = meta
 
@@ -164,9 +252,12 @@ def prepare(raw_dir, out_dir, views: dict, limit=None, expected_counts=None) -> 
                 "crop": "none: whole image",
                 "class_info": {s: "class_info.pickle" if m["class_info"] else "absent: one class per image"
                                for s, m in metas.items()},
-                "splits": {split: staging.split_summary(meta) for split, meta in metas.items()}}
+                "splits": {split: staging.split_summary(meta) for split, meta in metas.items()},
+                "test_source": test_source or "test/filenames.pickle + char-CNN-RNN-embeddings.pickle"}
 
     sources = {f"{s}/{f}": raw / s / f for s in SPLITS
                for f in ("filenames.pickle", "class_info.pickle", "char-CNN-RNN-embeddings.pickle")}
+    if test_source is not None:
+        sources[test_source["file"]] = raw / test_source["file"]
     sources.update({str(p.relative_to(raw)): p for p in tables})
     return staging.commit(out_dir, write, sources)

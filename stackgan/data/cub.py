@@ -5,36 +5,25 @@ Raw layout (StackGAN-v2 data/birds; reference spec §5):
     <raw>/train|test/filenames.pickle, char-CNN-RNN-embeddings.pickle, [class_info.pickle]
     <raw>/text/<key>.txt or text_c10/ (optional)   <raw>/CUB_200_2011/images/<key>.jpg,
     <raw>/CUB_200_2011/images.txt, bounding_boxes.txt     [<raw>/synthetic_attributes.txt]
-Output: the prepared format of stackgan/data/prepared.py, written to a temporary folder beside
-out_dir and renamed into place only when complete.
+Output: the prepared format of stackgan/data/prepared.py, written by staging.py (temporary
+folder renamed into place only when complete).
 """
 
-import contextlib
-import hashlib
-import json
 import os
-import pickle
 import re
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
-from stackgan.data.shards import ShardWriter
+from stackgan.data import staging
+from stackgan.data.views import check_views
 from stackgan.errors import UserError
 
 SPLITS = ("train", "test")
 BIRDS_DRIVE_ID = "0B3y_msrWZaXLT1BZdVdycDY5TEE"
 CUB_URL = "http://www.vision.caltech.edu/visipedia/CUB-200-2011.html"
 ATTRIBUTE_FILE = "synthetic_attributes.txt"
-RESAMPLE = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC,
-            "lanczos": Image.LANCZOS}
-# short: shorter side -> size, aspect kept (torchvision Scale(size), StackGAN-v2 / V1PT-style);
-# square: size x size, aspect not kept (StackGAN-v1 TF preprocessing); crop: bbox crop as is.
-VIEW_MODES = ("short", "square", "crop")
 
 
 def _metadata_hint(raw: Path) -> str:
@@ -71,25 +60,6 @@ def check_layout(raw: Path):
                 raise UserError(f"{cub / name} not found but {raw / name} exists; move CUB's files "
                                 f"into {cub}/ (the layout is <raw>/CUB_200_2011/{name})")
             raise UserError(f"{cub / name} not found; {_images_hint(raw)}")
-
-
-def check_views(views: dict) -> dict:
-    """Validate view specs; returns them with defaults filled (resample: bilinear)."""
-    if not views:
-        raise UserError("prepare: no views requested; give at least one, e.g. short76")
-    out = {}
-    for name, spec in views.items():
-        spec = {"resample": "bilinear", **spec}
-        if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
-            raise UserError(f"view name '{name}' must use letters, digits, '_' or '-' only")
-        if spec.get("mode") not in VIEW_MODES:
-            raise UserError(f"view '{name}': mode must be one of {VIEW_MODES}, got {spec.get('mode')!r}")
-        if spec["resample"] not in RESAMPLE:
-            raise UserError(f"view '{name}': resample must be one of {sorted(RESAMPLE)}")
-        if spec["mode"] != "crop" and not (isinstance(spec.get("size"), int) and spec["size"] > 0):
-            raise UserError(f"view '{name}': size must be a positive integer, got {spec.get('size')!r}")
-        out[name] = spec
-    return out
 
 
 def _read_rows(path: Path, columns: int) -> list[list[str]]:
@@ -134,49 +104,26 @@ def bbox_crop_box(bbox, width: int, height: int) -> tuple[int, int, int, int]:
     return max(0, cx - r), max(0, cy - r), min(width, cx + r), min(height, cy + r)
 
 
-def make_view(img: Image.Image, spec: dict) -> np.ndarray:
-    mode, resample = spec["mode"], RESAMPLE[spec["resample"]]
-    if mode == "square":
-        img = img.resize((spec["size"], spec["size"]), resample)
-    elif mode == "short":
-        size, (w, h) = spec["size"], img.size
-        if min(w, h) != size:  # torchvision Scale leaves an image already at size untouched
-            new = (size, int(size * h / w)) if w < h else (int(size * w / h), size)
-            img = img.resize(new, resample)
-    return np.asarray(img, dtype=np.uint8)
-
-
 def load_rgb(path: Path) -> Image.Image:
+    """A CUB image listed in images.txt, as RGB."""
     if not path.is_file():
         raise UserError(f"{path} is missing (listed in images.txt); re-extract CUB_200_2011.tgz")
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return img.convert("RGB")
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        reason = str(err).replace("\n", " ")
-        raise UserError(f"{path} cannot be decoded ({reason}); the file is corrupt, "
-                        "re-download and re-extract CUB_200_2011.tgz") from None
+    return staging.decode_rgb(path, path, "re-download and re-extract CUB_200_2011.tgz")
 
 
-def load_py2_pickle(path: Path):
-    """Load a pickle written by Python 2 (the authors' metadata): byte strings as latin1."""
-    try:
-        with open(path, "rb") as f:
-            return pickle.load(f, encoding="latin1")
-    except Exception as err:  # any unpickling failure means a damaged or foreign file
-        raise UserError(f"{path} cannot be read as a pickle ({type(err).__name__}); "
-                        f"re-download the metadata (Google Drive id {BIRDS_DRIVE_ID})") from None
+def _load_pickle(path: Path):
+    """One of the authors' birds metadata pickles (written by Python 2)."""
+    return staging.load_py2_pickle(path, f"re-download the metadata (Google Drive id {BIRDS_DRIVE_ID})")
 
 
 def read_split_metadata(raw: Path, split: str) -> dict:
     folder = raw / split
-    keys = load_py2_pickle(folder / "filenames.pickle")
+    keys = _load_pickle(folder / "filenames.pickle")
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         raise UserError(f"{folder / 'filenames.pickle'} does not hold a list of keys; re-download it")
     emb_path = folder / "char-CNN-RNN-embeddings.pickle"
     try:
-        embeddings = np.asarray(load_py2_pickle(emb_path), dtype=np.float32)
+        embeddings = np.asarray(_load_pickle(emb_path), dtype=np.float32)
     except ValueError:
         raise UserError(f"{emb_path} does not hold an array of embeddings; re-download it") from None
     if embeddings.ndim == 2:
@@ -186,7 +133,7 @@ def read_split_metadata(raw: Path, split: str) -> dict:
                         f"filenames; the metadata files do not match, re-download them together")
     info_path = folder / "class_info.pickle"
     if info_path.is_file():
-        class_ids = np.asarray(load_py2_pickle(info_path), dtype=np.int64).reshape(-1)
+        class_ids = np.asarray(_load_pickle(info_path), dtype=np.int64).reshape(-1)
         if len(class_ids) != len(keys):
             raise UserError(f"{info_path} has {len(class_ids)} entries for {len(keys)} filenames; "
                             "re-download the metadata")
@@ -228,89 +175,37 @@ def read_captions(text_dir: Path, key: str, count: int) -> list[str]:
     return lines[:count]
 
 
-def spread_selection(class_ids: np.ndarray, limit: int) -> np.ndarray:
-    """`limit` indices spread over classes: round-robin over classes in id order, taking each
-    class's images in file order; returned in file order."""
-    if limit >= len(class_ids):
-        return np.arange(len(class_ids))
-    per_class = [np.flatnonzero(class_ids == c) for c in np.unique(class_ids)]
-    chosen = []
-    for depth in range(max(len(m) for m in per_class)):
-        for members in per_class:
-            if depth < len(members) and len(chosen) < limit:
-                chosen.append(members[depth])
-    return np.sort(np.array(chosen, dtype=np.int64))
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _write_split(raw, out, split, meta, table, views, attributes, text_dir):
-    out.mkdir(parents=True)
-    keys = meta["keys"]
-    (out / "keys.txt").write_text("".join(f"{k}\n" for k in keys))
-    np.save(out / "class_ids.npy", meta["class_ids"])
-    np.save(out / "embeddings.npy", meta["embeddings"])
+def _per_image(raw: Path, meta: dict, attributes, text_dir) -> dict:
+    """A split's attribute ids and captions ({} where the raw folder has none), in key order."""
+    keys, out = meta["keys"], {}
     if attributes is not None:
         missing = [k for k in keys if k not in attributes]
         if missing:
             raise UserError(f"{raw / ATTRIBUTE_FILE} has no entry for {missing[0]}; regenerate the synthetic dataset")
-        np.save(out / "attributes.npy", np.array([attributes[k] for k in keys], dtype=np.int64))
+        out["attributes"] = [attributes[k] for k in keys]
     if text_dir is not None:
-        captions = [read_captions(text_dir, k, meta["embeddings"].shape[1]) for k in keys]
-        (out / "captions.json").write_text(json.dumps(captions))
-    writers = {name: ShardWriter(out, name) for name in views}
-    try:
-        for key in tqdm(keys, desc=f"prepare {split}", unit="img", disable=None, leave=False):
-            rel, bbox = table[key]
-            img = load_rgb(raw / "CUB_200_2011" / "images" / rel)
-            box = bbox_crop_box(bbox, *img.size)
-            if box[2] <= box[0] or box[3] <= box[1]:
-                raise UserError(f"{raw / 'CUB_200_2011' / 'bounding_boxes.txt'}: box {bbox} of {key} "
-                                f"crops nothing from its {img.size[0]}x{img.size[1]} image; re-extract it")
-            crop = img.crop(box)
-            for name, spec in views.items():
-                writers[name].append(make_view(crop, spec))
-    finally:
-        for writer in writers.values():
-            writer.close()
+        out["captions"] = [read_captions(text_dir, k, meta["embeddings"].shape[1]) for k in keys]
+    return out
 
 
-def _replace_dir(tmp: Path, out_dir: Path):
-    if not out_dir.exists():
-        os.replace(tmp, out_dir)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
-    os.replace(out_dir, old / "previous")
-    os.replace(tmp, out_dir)
-    shutil.rmtree(old)
+def _crops(raw: Path, table: dict, keys):
+    """(key, bbox crop) for each key, as the reference's custom_crop gives it."""
+    for key in keys:
+        rel, bbox = table[key]
+        img = load_rgb(raw / "CUB_200_2011" / "images" / rel)
+        box = bbox_crop_box(bbox, *img.size)
+        if box[2] <= box[0] or box[3] <= box[1]:
+            raise UserError(f"{raw / 'CUB_200_2011' / 'bounding_boxes.txt'}: box {bbox} of {key} "
+                            f"crops nothing from its {img.size[0]}x{img.size[1]} image; re-extract it")
+        yield key, img.crop(box)
 
 
-def _manifest(raw, out, metas, views, limit, text_dir, dataset, attributes) -> dict:
-    metadata = ["CUB_200_2011/images.txt", "CUB_200_2011/bounding_boxes.txt", ATTRIBUTE_FILE,
-                *(f"{s}/{f}" for s in SPLITS
-                  for f in ("filenames.pickle", "class_info.pickle", "char-CNN-RNN-embeddings.pickle"))]
-    return {
-        "format_version": 1,
-        "dataset": dataset,
-        "limit": limit,
-        "crop": "StackGAN custom_crop: 1.5 x max(bbox w, h) square around the bbox centre, clipped",
-        "views": views,
-        "splits": {split: {"count": len(m["keys"]), "num_classes": int(len(np.unique(m["class_ids"]))),
-                           "captions_per_image": int(m["embeddings"].shape[1]),
-                           "embedding_dim": int(m["embeddings"].shape[2]),
-                           "class_info": "class_info.pickle" if m["class_info"] else "absent: one class per image",
-                           "captions": text_dir is not None}
-                   for split, m in metas.items()},
-        "attributes": attributes,
-        "files": {p.relative_to(out).as_posix(): sha256_file(p) for p in sorted(out.rglob("*")) if p.is_file()},
-        "sources": {rel: sha256_file(raw / rel) for rel in metadata if (raw / rel).is_file()},
-    }
+def _split_summary(meta: dict, text_dir) -> dict:
+    return {"count": len(meta["keys"]), "num_classes": len(np.unique(meta["class_ids"])),
+            "captions_per_image": int(meta["embeddings"].shape[1]),
+            "embedding_dim": int(meta["embeddings"].shape[2]),
+            "class_info": "class_info.pickle" if meta["class_info"] else "absent: one class per image",
+            "captions": text_dir is not None}
 
 
 def prepare(raw_dir, out_dir, views: dict, limit=None, expected_counts=None, dataset=None) -> dict:
@@ -324,10 +219,8 @@ def prepare(raw_dir, out_dir, views: dict, limit=None, expected_counts=None, dat
     """
     raw, out_dir = Path(raw_dir), Path(out_dir)
     views = check_views(views)
-    if limit is not None and (not isinstance(limit, int) or limit <= 0):
-        raise UserError(f"--limit must be a positive number of images per split, got {limit!r}")
-    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "manifest.json").is_file():
-        raise UserError(f"{out_dir} is not empty and holds no prepared dataset; choose a new folder")
+    staging.check_limit(limit)
+    staging.check_output(out_dir)
     check_layout(raw)
     table = read_image_table(raw / "CUB_200_2011")
     attr_path = raw / ATTRIBUTE_FILE
@@ -347,22 +240,23 @@ def prepare(raw_dir, out_dir, views: dict, limit=None, expected_counts=None, dat
             raise UserError(f"{raw / split / 'filenames.pickle'} names {unknown[0]}, which "
                             f"{raw / 'CUB_200_2011' / 'images.txt'} does not list; {_images_hint(raw)}")
         if limit is not None:
-            keep = spread_selection(meta["class_ids"], limit)
-            meta.update(keys=[meta["keys"][i] for i in keep], embeddings=meta["embeddings"][keep],
-                        class_ids=meta["class_ids"][keep])
+            metas[split] = staging.subset(meta, staging.spread_selection(meta["class_ids"], limit))
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
+    def write(tmp):
         for split, meta in metas.items():
-            _write_split(raw, tmp / split, split, meta, table, views, attributes, text_dir)
-        manifest = _manifest(raw, tmp, metas, views, limit, text_dir,
-                             dataset or ("synthetic" if attributes is not None else "cub"),
-                             None if attributes is None else {"names": attr_names, "values": attr_values})
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        _replace_dir(tmp, out_dir)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            shutil.rmtree(tmp)
-        raise
-    return manifest
+            staging.write_split(tmp / split, split, {**meta, **_per_image(raw, meta, attributes, text_dir)},
+                                _crops(raw, table, meta["keys"]), views)
+        return {
+            "dataset": dataset or ("synthetic" if attributes is not None else "cub"),
+            "limit": limit,
+            "crop": "StackGAN custom_crop: 1.5 x max(bbox w, h) square around the bbox centre, clipped",
+            "views": views,
+            "splits": {split: _split_summary(meta, text_dir) for split, meta in metas.items()},
+            "attributes": None if attributes is None else {"names": attr_names, "values": attr_values},
+        }
+
+    metadata = ["CUB_200_2011/images.txt", "CUB_200_2011/bounding_boxes.txt", ATTRIBUTE_FILE,
+                *(f"{s}/{f}" for s in SPLITS
+                  for f in ("filenames.pickle", "class_info.pickle", "char-CNN-RNN-embeddings.pickle"))]
+    # base: CUB-layout manifests have never named a storage; kept so prepared data stays identical
+    return staging.commit(out_dir, write, {rel: raw / rel for rel in metadata}, base={"format_version": 1})

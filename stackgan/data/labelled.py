@@ -18,9 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from stackgan.data.cub import spread_selection
 from stackgan.data.shards import ShardWriter
-from stackgan.data.staging import commit
+from stackgan.data.staging import commit, spread_selection
 from stackgan.errors import UserError
 
 

@@ -7,6 +7,10 @@ key (an ASCII hash) to encoded image bytes (webp in the official export; any PIL
 Unconditional: one split, "train" (the harness uses the train split as the FID reference),
 keys in the lmdb cursor order StackGAN-v2's LSUNClass uses, class id 0 for every image, no
 embeddings or captions. `limit` keeps the first `limit` entries.
+
+storage "pixels" stores every view resized (shards.py); "encoded" stores each lmdb value once,
+byte for byte, and makes the views when read (encoded_shards.py), as the reference's LSUNClass
+decodes every item: about 1/40 of the disk of the four uint8 views, for a decode per item.
 """
 
 from pathlib import Path
@@ -14,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from stackgan.data import staging
-from stackgan.data.cub import check_views
 from stackgan.data.labelled import check_count
+from stackgan.data.views import check_views
 from stackgan.errors import UserError
 
 CATEGORIES = {"lsun-bedroom": "bedroom", "lsun-church": "church_outdoor"}
@@ -67,23 +71,26 @@ def _key_text(db: Path, key: bytes) -> str:
 
 
 def _items(db: Path, txn, count: int, remedy: str):
-    """(key, decoded image) for the first `count` entries in cursor order."""
+    """(key, decoded image, encoded bytes) for the first `count` entries in cursor order; every
+    entry is decoded, so a corrupt one stops prepare whatever the storage."""
     for number, (key, value) in enumerate(txn.cursor()):
         if number == count:
             return
-        text = _key_text(db, bytes(key))
-        yield text, staging.decode_rgb(bytes(value), f"{db} entry {text}", remedy)
+        text, data = _key_text(db, bytes(key)), bytes(value)
+        yield text, staging.decode_rgb(data, f"{db} entry {text}", remedy), data
 
 
-def prepare(raw_dir, out_dir, views: dict, limit=None, expected_counts=None, category=None) -> dict:
+def prepare(raw_dir, out_dir, views: dict, limit=None, expected_counts=None, category=None,
+            storage="pixels") -> dict:
     """Resize and shard one LSUN category; returns the manifest written to out_dir.
 
     category: "bedroom", "church_outdoor" (default: the only *_train_lmdb folder in raw_dir).
     expected_counts: {"train": 3033042} (bedroom) / {"train": 126227} (church), checked when
-    limit is None.
+    limit is None. storage: "pixels" or "encoded" (see the module docstring).
     """
     raw, out_dir = Path(raw_dir), Path(out_dir)
     views = check_views(views)
+    staging.check_storage(storage, f"prepare {raw}")
     staging.check_limit(limit)
     staging.check_output(out_dir)
     db, category = find_database(raw, category)
@@ -99,10 +106,10 @@ def prepare(raw_dir, out_dir, views: dict, limit=None, expected_counts=None, cat
 
             def write(tmp: Path) -> dict:
                 remedy = f"re-download it: {_remedy(raw, category)}"
-                meta["keys"] = staging.write_split(tmp / "train", "train", meta,
-                                                   _items(db, txn, count, remedy), views)
+                meta["keys"] = staging.write_split(tmp / "train", "train", meta, _items(db, txn, count, remedy),
+                                                   views, storage)
                 return {"dataset": DATASET_OF.get(category, f"lsun-{category}"), "category": category, "limit": limit,
-                        "views": views, "crop": "none: whole image", "entries_in_lmdb": total,
+                        "views": views, "crop": "none: whole image", "entries_in_lmdb": total, "storage": storage,
                         "splits": {"train": staging.split_summary(meta)}}
 
             return staging.commit(out_dir, write, {"data.mdb": db / "data.mdb"})

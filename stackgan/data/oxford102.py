@@ -19,8 +19,10 @@ import numpy as np
 import scipy.io
 
 from stackgan.data import staging
-from stackgan.data.cub import check_views, read_captions, spread_selection
+from stackgan.data.cub import read_captions
 from stackgan.data.labelled import check_count
+from stackgan.data.staging import spread_selection
+from stackgan.data.views import check_views
 from stackgan.errors import UserError
 
 SPLITS = ("train", "test")

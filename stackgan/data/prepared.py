@@ -1,8 +1,10 @@
-"""Read access to one split of a prepared dataset (written by stackgan.data.cub.prepare).
+"""Read access to one split of a prepared dataset (written through stackgan.data.staging).
 
 Layout of `<root>/<split>/`: keys.txt, class_ids.npy, [embeddings.npy], [captions.json],
-[attributes.npy], and per view images_<view>.u8 + images_<view>.idx.npy (see shards.py);
-`<root>/manifest.json` describes the whole dataset.
+[attributes.npy], and the images: with the manifest's storage "pixels" (the default when it
+names none), per view images_<view>.u8 + images_<view>.idx.npy (see shards.py); with storage
+"encoded", source_images.bin/.idx.npy/.json once (see encoded_shards.py). `shard(view)` gives
+the same reader contract for both. `<root>/manifest.json` describes the whole dataset.
 """
 
 import json
@@ -10,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stackgan.data.encoded_shards import STORAGES, EncodedShardReader, EncodedViewReader
 from stackgan.data.shards import ShardReader
 from stackgan.errors import UserError
 
@@ -40,7 +43,12 @@ class PreparedSplit:
         self.attributes = self._optional_npy("attributes.npy")
         captions_path = self.dir / "captions.json"
         self.captions = json.loads(captions_path.read_text()) if captions_path.is_file() else None
-        self._shards: dict[str, ShardReader] = {}
+        self.storage = self.manifest.get("storage", "pixels")
+        if self.storage not in STORAGES:
+            raise UserError(f"{self.root / 'manifest.json'} records storage '{self.storage}', which this "
+                            f"version cannot read; re-run `stackgan prepare {self.manifest.get('dataset', '')}`")
+        self._source: EncodedShardReader | None = None
+        self._shards: dict[str, ShardReader | EncodedViewReader] = {}
 
     def __getstate__(self):
         # Pickled into spawn/forkserver DataLoader workers: reopen the memory map there
@@ -61,10 +69,20 @@ class PreparedSplit:
     def views(self) -> list[str]:
         return sorted(self.manifest.get("views", {}))
 
-    def shard(self, view: str) -> ShardReader:
+    def shard(self, view: str) -> ShardReader | EncodedViewReader:
+        """The view's reader: len(), reader[i] (read-only HxWx3 uint8), index[:, 1:] (sizes)."""
         if view not in self._shards:
-            self._shards[view] = ShardReader(self.dir, view)
+            self._shards[view] = ShardReader(self.dir, view) if self.storage == "pixels" else self._encoded(view)
         return self._shards[view]
+
+    def _encoded(self, view: str) -> EncodedViewReader:
+        spec = self.manifest.get("views", {}).get(view)
+        if spec is None:
+            raise UserError(f"{self.root}: no view '{view}' was prepared (views: {', '.join(self.views)}); "
+                            "add it to the dataset's views in params.yaml and run `stackgan prepare`")
+        if self._source is None:
+            self._source = EncodedShardReader(self.dir, self.manifest.get("dataset"), self.keys)
+        return EncodedViewReader(self._source, view, spec)
 
     def image(self, view: str, i: int) -> np.ndarray:
         """Image i of the stored view as a read-only (H, W, 3) uint8 array."""

@@ -1,14 +1,14 @@
-"""Shared steps of `prepare` for the Oxford-102, COCO, LSUN and ImageNet readers: decode with
-a dataset-specific remedy, read StackGAN's embedding pickles, write the prepared format of
-stackgan/data/prepared.py into a temporary folder and rename it into place when complete.
-
-The view machinery (check_views, make_view), the class-spread subset, hashing and the
-directory swap are cub.py's, reused as they are.
+"""Writing a prepared dataset, shared by every reader (cub, oxford102, coco, lsun, imagenet,
+labelled): decode with a dataset-specific remedy, read StackGAN's Python-2 pickles, pick a
+class-spread subset, write split folders in the prepared format of stackgan/data/prepared.py
+into a temporary folder, hash them into the manifest and rename the folder into place only
+when complete. View specs and make_view are views.py's (encoded_shards.py needs them too).
 """
 
 import contextlib
-import io
+import hashlib
 import json
+import os
 import pickle
 import shutil
 import tempfile
@@ -18,11 +18,19 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from stackgan.data.cub import _replace_dir, make_view, sha256_file
+from stackgan.data.encoded_shards import (
+    DECODE_ERRORS,
+    STORAGES,
+    EncodedShardWriter,
+    open_rgb,
+)
 from stackgan.data.shards import ShardWriter
+from stackgan.data.views import make_view
 from stackgan.errors import UserError
 
-DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+# The fields commit puts under those write() returns. CUB-layout manifests have never named a
+# storage (prepared.py reads its absence as pixels), so cub.prepare passes its own base.
+BASE_FIELDS = {"format_version": 1, "attributes": None, "storage": "pixels"}
 
 
 def check_limit(limit):
@@ -40,12 +48,37 @@ def decode_rgb(source, where, remedy: str) -> Image.Image:
     if isinstance(source, Path) and not source.is_file():
         raise UserError(f"{where} is missing; {remedy}")
     try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
-            img.load()
-            return img.convert("RGB")
+        return open_rgb(source)
     except DECODE_ERRORS as err:
         reason = str(err).replace("\n", " ")
         raise UserError(f"{where} cannot be decoded ({reason}); the file is corrupt, {remedy}") from None
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def spread_selection(class_ids: np.ndarray, limit: int) -> np.ndarray:
+    """`limit` indices spread over classes: round-robin over classes in id order, taking each
+    class's images in file order; returned in file order."""
+    if limit >= len(class_ids):
+        return np.arange(len(class_ids))
+    per_class = [np.flatnonzero(class_ids == c) for c in np.unique(class_ids)]
+    chosen = []
+    for depth in range(max(len(m) for m in per_class)):
+        for members in per_class:
+            if depth < len(members) and len(chosen) < limit:
+                chosen.append(members[depth])
+    return np.sort(np.array(chosen, dtype=np.int64))
+
+
+def check_storage(storage: str, where: str):
+    if storage not in STORAGES:
+        raise UserError(f"{where}: storage must be one of {', '.join(STORAGES)}, got {storage!r}")
 
 
 def load_py2_pickle(path: Path, remedy: str):
@@ -88,7 +121,7 @@ def subset(meta: dict, keep: np.ndarray) -> dict:
     """The metadata restricted to indices `keep` (keys, class_ids and any per-image arrays)."""
     out = dict(meta)
     out["keys"] = [meta["keys"][i] for i in keep]
-    for name in ("class_ids", "embeddings"):
+    for name in ("class_ids", "embeddings", "attributes"):
         if meta.get(name) is not None:
             out[name] = meta[name][keep]
     if meta.get("captions") is not None:
@@ -96,22 +129,36 @@ def subset(meta: dict, keep: np.ndarray) -> dict:
     return out
 
 
-def write_split(folder: Path, split: str, meta: dict, items, views: dict) -> list[str]:
-    """One split folder; returns the keys written. meta: class_ids, [embeddings], [captions];
-    items: an iterable of (key, PIL RGB image) in that order, each image stored once per view."""
+def write_split(folder: Path, split: str, meta: dict, items, views: dict, storage="pixels") -> list[str]:
+    """One split folder; returns the keys written. meta: class_ids, [embeddings], [attributes], [captions];
+    items: an iterable of (key, PIL RGB image[, the bytes it was decoded from]) in that order.
+    storage "pixels": each image stored once per view; "encoded": the bytes (required) stored
+    once, the image giving their size and the probe of encoded_shards.py."""
     folder.mkdir(parents=True)
     count = len(meta["class_ids"])
     np.save(folder / "class_ids.npy", np.asarray(meta["class_ids"], dtype=np.int64))
     if meta.get("embeddings") is not None:
         np.save(folder / "embeddings.npy", meta["embeddings"])
+    if meta.get("attributes") is not None:
+        np.save(folder / "attributes.npy", np.asarray(meta["attributes"], dtype=np.int64))
     if meta.get("captions") is not None:
         (folder / "captions.json").write_text(json.dumps(meta["captions"]))
-    writers = {name: ShardWriter(folder, name) for name in views}
-    keys = []
-    try:
-        for key, img in tqdm(items, total=count, desc=f"prepare {split}", unit="img", disable=None, leave=False):
+    if storage == "encoded":
+        writers = {"source": EncodedShardWriter(folder, views)}
+
+        def store(img, source):
+            writers["source"].append(source, img)
+    else:
+        writers = {name: ShardWriter(folder, name) for name in views}
+
+        def store(img, *_source):
             for name, spec in views.items():
                 writers[name].append(make_view(img, spec))
+    keys = []
+    try:
+        for key, img, *source in tqdm(items, total=count, desc=f"prepare {split}", unit="img", disable=None,
+                                      leave=False):
+            store(img, *source)
             keys.append(key)
     finally:
         for writer in writers.values():
@@ -131,13 +178,25 @@ def split_summary(meta: dict) -> dict:
     return summary
 
 
-def commit(out_dir: Path, write, sources: dict) -> dict:
+def _replace_dir(tmp: Path, out_dir: Path):
+    """Put tmp at out_dir; a previous out_dir is moved aside first and deleted only after."""
+    if not out_dir.exists():
+        os.replace(tmp, out_dir)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
+    os.replace(out_dir, old / "previous")
+    os.replace(tmp, out_dir)
+    shutil.rmtree(old)
+
+
+def commit(out_dir: Path, write, sources: dict, base: dict = BASE_FIELDS) -> dict:
     """Run write(tmp) -> manifest fields in a fresh folder beside out_dir, add file hashes and
-    the sources' hashes ({name: path}), and rename it into place; nothing is left on failure."""
+    the sources' hashes ({name: path}), and rename it into place; nothing is left on failure.
+    The manifest is base updated with write's fields."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
-        manifest = {"format_version": 1, "attributes": None, **write(tmp)}
+        manifest = {**base, **write(tmp)}
         manifest["files"] = {p.relative_to(tmp).as_posix(): sha256_file(p)
                              for p in sorted(tmp.rglob("*")) if p.is_file()}
         manifest["sources"] = {name: sha256_file(Path(path)) for name, path in sorted(sources.items())

@@ -10,6 +10,19 @@ Protocol (see stackgan/methods/v2.py for the reference implementation):
 """
 
 
+def training_state(method) -> dict:
+    """Every network's and optimiser's state: the part of state_dict() all families share."""
+    return {"nets": {k: v.state_dict() for k, v in method.nets.items()},
+            "optims": {k: v.state_dict() for k, v in method.optims.items()}}
+
+
+def load_training_state(method, state: dict):
+    for k, v in state["nets"].items():
+        method.nets[k].load_state_dict(v)
+    for k, v in state["optims"].items():
+        method.optims[k].load_state_dict(v)
+
+
 def _registry():
     from stackgan.methods.v1 import V1Method
     from stackgan.methods.sgan import SGANMethod

@@ -36,6 +36,7 @@ from stackgan.atomic import atomic_path
 from stackgan.encoder import ENCODER_FILE, build_encoder, encoder_dir, load_encoder
 from stackgan.errors import UserError
 from stackgan.losses import sgan as L
+from stackgan.methods import load_training_state, training_state
 from stackgan.models.sgan import (FC3_DIM, Z1_DIM, ImageGenerator, build_sgan, init_normal, z0_dim)
 
 MAX_G_STEPS = 7  # the largest adaptive count (spec §3.1)
@@ -457,14 +458,9 @@ class SGANMethod:
                         [c + ": one fc3 (z1), varying z0" for c in captions]).save(tmp, format="PNG")
 
     def state_dict(self):
-        return {"phase": self.phase,
-                "nets": {k: v.state_dict() for k, v in self.nets.items()},
-                "optims": {k: v.state_dict() for k, v in self.optims.items()}}
+        return {"phase": self.phase, **training_state(self)}
 
     def load_state_dict(self, state):
         if state["phase"] == "joint" and self.phase != "joint":
             self._enter_joint()
-        for k, v in state["nets"].items():
-            self.nets[k].load_state_dict(v)
-        for k, v in state["optims"].items():
-            self.optims[k].load_state_dict(v)
+        load_training_state(self, state)

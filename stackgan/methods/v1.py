@@ -21,6 +21,7 @@ import torch.nn as nn
 from stackgan.data.loader import ImageOnlyDataset, TextImageDataset
 from stackgan.errors import UserError
 from stackgan.losses import v1 as L
+from stackgan.methods import load_training_state, training_state
 from stackgan.models.v1 import Stage1D, Stage1G, Stage2D, Stage2G
 
 NET_NAMES = {1: ("G1", "D1"), 2: ("G2", "D2")}
@@ -233,11 +234,7 @@ class V1Method:
         return {"parent": self.parent} if self.parent else {}
 
     def state_dict(self):
-        return {"nets": {k: v.state_dict() for k, v in self.nets.items()},
-                "optims": {k: v.state_dict() for k, v in self.optims.items()}}
+        return training_state(self)
 
     def load_state_dict(self, state):
-        for k, v in state["nets"].items():
-            self.nets[k].load_state_dict(v)
-        for k, v in state["optims"].items():
-            self.optims[k].load_state_dict(v)
+        load_training_state(self, state)

@@ -13,6 +13,7 @@ import torch
 
 from stackgan.data.loader import ImageOnlyDataset, TextImageDataset
 from stackgan.losses import v2 as L
+from stackgan.methods import load_training_state, training_state
 from stackgan.models.v2 import Discriminator, Generator, init_weights
 
 
@@ -157,17 +158,10 @@ class V2Method:
         return g.eval()
 
     def state_dict(self):
-        return {
-            "nets": {k: v.state_dict() for k, v in self.nets.items()},
-            "optims": {k: v.state_dict() for k, v in self.optims.items()},
-            "ema": [t.clone() for t in self.ema],
-        }
+        return {**training_state(self), "ema": [t.clone() for t in self.ema]}
 
     def load_state_dict(self, state):
-        for k, v in state["nets"].items():
-            self.nets[k].load_state_dict(v)
-        for k, v in state["optims"].items():
-            self.optims[k].load_state_dict(v)
+        load_training_state(self, state)
         for avg, saved in zip(self.ema, state["ema"]):
             avg.copy_(saved)
 
