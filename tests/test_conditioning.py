@@ -1,6 +1,6 @@
 """Training really learns the captions: caption-attribute accuracy of generated images rises.
 
-Slow tier (about 15 CPU minutes): `pytest --runslow tests/test_conditioning.py`. Each model is
+Slow tier (about 7 minutes on 2 CPU cores): `pytest --runslow tests/test_conditioning.py`. Each model is
 trained at the embedded profile's widths and lengths and compared with the same model after one
 step, both scored by the synthetic classifier on the test captions (unseen classes). Within the
 embedded budget the models learn some attributes (the background colour first), not all, so the
