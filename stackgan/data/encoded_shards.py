@@ -19,6 +19,7 @@ import numpy as np
 import PIL
 from PIL import Image, features
 
+from stackgan.data.shards import AppendingWriter
 from stackgan.data.views import make_view
 from stackgan.errors import UserError
 
@@ -70,7 +71,7 @@ def _probe_hash(image: np.ndarray, digest):
     digest.update(np.ascontiguousarray(image).tobytes())
 
 
-class EncodedShardWriter:
+class EncodedShardWriter(AppendingWriter):
     """Append (source bytes, decoded RGB image) in order; `close()` writes index and probe."""
 
     def __init__(self, split_dir, views: dict):
@@ -97,15 +98,6 @@ class EncodedShardWriter:
         probe = {"items": min(PROBE_ITEMS, len(self._index)), "decoder": decoder_versions(),
                  "views": {name: digest.hexdigest() for name, digest in self._probe.items()}}
         self.probe_path.write_text(json.dumps(probe, indent=2, sort_keys=True) + "\n")
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            self.close()
-        else:
-            self._file.close()
 
 
 class EncodedShardReader:

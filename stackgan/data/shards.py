@@ -17,7 +17,22 @@ def shard_paths(split_dir, view: str) -> tuple[Path, Path]:
     return split_dir / f"images_{view}.u8", split_dir / f"images_{view}.idx.npy"
 
 
-class ShardWriter:
+class AppendingWriter:
+    """Context-manager behaviour of the shard writers: `close()` (which writes the index) only
+    when the block succeeded; after an error just the data file is closed, and the caller's
+    staging folder is discarded whole."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            self._file.close()
+
+
+class ShardWriter(AppendingWriter):
     """Append images in order; `close()` writes the index. Use as a context manager."""
 
     def __init__(self, split_dir, view: str):
@@ -37,15 +52,6 @@ class ShardWriter:
     def close(self):
         self._file.close()
         np.save(self.index_path, np.array(self._index, dtype=np.int64).reshape(-1, 3))
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            self.close()
-        else:
-            self._file.close()
 
 
 class ShardReader:
