@@ -11,6 +11,7 @@ process with the same global batch.
 import contextlib
 import hashlib
 import json
+import random
 import time
 from pathlib import Path
 
@@ -153,7 +154,11 @@ def _train(cfg, ctx, stop_after):
         raise UserError(f"{prepared} holds no prepared dataset; run `stackgan fetch {ds}` and "
                         f"`stackgan prepare {ds}` (or `dvc repro`) first")
     split = PreparedSplit(prepared, "train")
-    torch.manual_seed(cfg["train"]["seed"])  # network initialisation
+    # torch's seed gives the network initialisation; numpy's and Python's global generators are
+    # unused but saved in checkpoints, so they are seeded too (byte-reproducible checkpoints).
+    torch.manual_seed(cfg["train"]["seed"])
+    np.random.seed(cfg["train"]["seed"])
+    random.seed(cfg["train"]["seed"])
     method = build_method(cfg, ctx.device, distributed.make_grad_sync(ctx))
     apply_gpu_switches(cfg, method, ctx)
     for net in method.nets.values():

@@ -87,6 +87,16 @@ def test_sigkill_then_resume_is_bit_identical(workdir, tmp_path):
             assert torch.equal(v, s2["method"]["nets"][net][k]), (net, k)
 
 
+def test_two_runs_write_byte_identical_checkpoints_and_models(workdir, tmp_path):
+    # DVC hashes these files: a run that changed nothing must not look changed.
+    runs = [fresh_copy(workdir, tmp_path, name) for name in ("first", "second")]
+    for run in runs:
+        stackgan(run, "train", "synthetic-v2")
+    for rel in ("checkpoint/state.pt", "model.pt"):
+        first, second = (run / "runs/ci/synthetic-v2" / rel for run in runs)
+        assert first.read_bytes() == second.read_bytes(), rel
+
+
 def test_changed_config_is_not_resumed(workdir, tmp_path):
     run = fresh_copy(workdir, tmp_path, "cfg")
     stackgan(run, "train", "synthetic-v2", "--stop-after", "4")
