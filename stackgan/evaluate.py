@@ -96,7 +96,7 @@ def evaluate_real(params, dataset, profile, device="cpu"):
     ds = dataset_config(params, dataset, profile)
     split = PreparedSplit(Path(ds["prepared_dir"]), spec["split"])
     images = ReferenceImages(split, spec["view"], spec["size"])
-    result = compute(spec["protocols"], images, device=device,
+    result = compute(spec["protocols"], images, device=device, class_ids=split.class_ids.tolist(),
                      classifier_dir=Path(f"runs/{profile}/classifiers/{dataset}"))
     for details in result["protocols"].values():
         details["source"] = f"real images: {dataset} {spec['split']} split, view {spec['view']} at {spec['size']} px"

@@ -52,10 +52,11 @@ TURING_NOTE = (
 )
 
 MSSSIM_NOTE = (
-    "**MS-SSIM** (`msssim`): the paper follows Odena et al. (AC-GAN) and reports the mean "
-    "MS-SSIM between random pairs of CUB samples (and of real CUB images for the `real` row), "
-    "without the number of pairs or the resolution. The pseudo-experiment `cub-real` stands "
-    "for the real test images."
+    "**MS-SSIM** (`msssim100_class`): the paper follows Odena et al. (AC-GAN) and reports the "
+    "mean MS-SSIM between random pairs of CUB samples (and of real CUB images for the `real` "
+    "row) without the number of pairs or the resolution; we take AC-GAN's protocol, 100 random "
+    "pairs of images of the same test class, at 256 px (stackgan/metrics/msssim.py). The pseudo-experiment "
+    "`cub-real` stands for the real test images (`stackgan evaluate-real cub`)."
 )
 
 REFERENCE_NOTE = (
@@ -197,8 +198,10 @@ def describe_key(key):
     """What a metric key promises, read from its name (`<metric><count><resize?>_<what>`)."""
     if key in HUMAN_STUDY_KEYS:
         return "human study (not run by this harness; see note)"
-    if key == "msssim":
-        return "MS-SSIM between random sample pairs (see note)"
+    match = re.match(r"^msssim(\d+)_(class|all)$", key)
+    if match:
+        scope = "from each class" if match.group(2) == "class" else "from the whole set"
+        return f"MS-SSIM, mean over {match.group(1)} random image pairs {scope}, at the generated resolution"
     match = KEY_PATTERN.match(key)
     if not match:
         return "see the metrics files"

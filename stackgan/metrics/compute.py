@@ -20,6 +20,7 @@ from stackgan.metrics import weights as weights_lookup
 from stackgan.metrics.images import (
     RESIZE_RULE, ScoredView, as_dataset, content_sha256, describe_source, list_image_files,
 )
+from stackgan.metrics.msssim import mean_ms_ssim
 from stackgan.metrics.protocols import get_protocol
 from stackgan.metrics.synthetic_classifier import capacc, load_classifier
 
@@ -96,7 +97,7 @@ def _score_fid(protocol, view, ref_view, kwargs, cache_dir, cache_name):
 
 def compute(protocol_names, samples, reference=None, weights=None, batch_size=64, device=None,
             cache_dir=None, classifier_dir=None, attributes=None, reference_key=None, verbose=False,
-            reference_stats_dir=None) -> dict:
+            reference_stats_dir=None, class_ids=None) -> dict:
     """Score `samples` under each protocol; returns {"metrics": {name: {value, std}},
     "protocols": {name: details}} (the metrics file's shape).
 
@@ -105,7 +106,8 @@ def compute(protocol_names, samples, reference=None, weights=None, batch_size=64
     `num_samples` samples are scored (all of them when fewer). FID needs `reference`; without a
     resize rule the reference is resized to the samples' resolution (the generated one).
     weights: {model key or extractor name: file} or one file for all; missing entries are looked
-    up offline by weights.locate. attributes: (N, A) caption attribute ids for capacc protocols.
+    up offline by weights.locate. attributes: (N, A) caption attribute ids for capacc protocols;
+    class_ids: (N,) class of each sample for MS-SSIM's within-class pairs.
     reference_key: a caller-vouched identity of the reference content (e.g. a manifest hash) that
     replaces hashing every reference image in the cache key.
     reference_stats_dir: the `refstats` stage's folder, read only: FID reads the reference
@@ -118,6 +120,10 @@ def compute(protocol_names, samples, reference=None, weights=None, batch_size=64
     result = {"metrics": {}, "protocols": {}}
     for name in protocol_names:
         protocol = get_protocol(name)
+        if protocol.metric == "msssim":
+            result["metrics"][protocol.name], result["protocols"][protocol.name] = \
+                _score_msssim(protocol, samples_ds, class_ids, batch_size, device)
+            continue
         weights_path = resolve_weights(protocol, weights, classifier_dir)
         weights_sha = weights_lookup.sha256_file(weights_path) if weights_path is not None else None
         view = ScoredView(samples_ds, protocol.num_samples, protocol.resize)
@@ -171,6 +177,23 @@ def compute(protocol_names, samples, reference=None, weights=None, batch_size=64
     return result
 
 
+def _score_msssim(protocol, samples, class_ids, batch_size, device):
+    """Every sample takes part (pairs are drawn from all of them); no network, no weights."""
+    if protocol.pair_scope == "class":
+        if class_ids is None or any(c is None for c in class_ids):
+            raise UserError(f"{protocol.name} pairs images within a class and needs each image's class id "
+                            "(samples.json items[].class_id); use msssim<pairs>_all for unlabelled samples")
+        if len(class_ids) != len(samples):
+            raise UserError(f"{protocol.name}: {len(class_ids)} class ids for {len(samples)} images")
+    labels = class_ids if protocol.pair_scope == "class" else [0] * len(samples)
+    scores = mean_ms_ssim(samples, labels, protocol.pairs, protocol.pair_scope, batch_size, device)
+    details = {**protocol.describe(), "num_samples": len(samples), "groups": scores["groups"],
+               "pairs_scored": scores["pairs"], "pair_seed": scores["pair_seed"],
+               "std_over": "class means" if scores["std"] is not None else None,
+               "resolution": list(samples[0].shape[-2:])}
+    return {"value": scores["value"], "std": scores["std"]}, details
+
+
 def _read_samples_index(samples_dir):
     index = Path(samples_dir) / "samples.json"
     if not index.is_file():
@@ -195,13 +218,16 @@ def evaluate_samples(samples_dir, protocol_names, reference_images=None, weights
     """Score a `stackgan sample` folder; the result has the metrics file's "metrics" and
     "protocols" entries, each protocol carrying the sampling seed from samples.json."""
     index = _read_samples_index(samples_dir)
-    attributes = None
+    attributes = class_ids = None
     if any(get_protocol(n).metric == "capacc" for n in protocol_names):
         if index is None:
             raise UserError(f"{samples_dir} has no samples.json; capacc needs the captions' attributes")
         attributes = _attributes_in_file_order(samples_dir, index)
+    if index is not None:
+        by_file = {item["file"]: item.get("class_id") for item in index.get("items", [])}
+        class_ids = [by_file.get(f.name) for f in list_image_files(samples_dir)]
     result = compute(protocol_names, samples_dir, reference=reference_images, weights=weights,
-                     attributes=attributes, **kwargs)
+                     attributes=attributes, class_ids=class_ids, **kwargs)
     seed = index.get("seed") if index else None
     for details in result["protocols"].values():
         details["seed"] = seed

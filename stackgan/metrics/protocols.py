@@ -8,6 +8,8 @@ Name grammar (stylegan2-ada style): `<metric><count>[<resize>]_<suffix>`
 - FID suffix: `[<model>_]<split>`: the prepared split that is the real set (`fid30k_test` uses
   the ImageNet Inception's 2048-d pool features); `fid2k_synthetic-clf` means split `test`.
 - `capacc_synthetic`: caption-attribute accuracy of the synthetic classifier (no count).
+- `msssim<count>_<scope>`: mean MS-SSIM of `count` random image pairs within each class
+  (`class`, AC-GAN's protocol that StackGAN++ section 6.1 follows) or over the whole set (`all`).
 """
 
 import re
@@ -58,17 +60,30 @@ class Protocol:
     feature_layer: str
     model: str | None  # key into MODELS (weights come from weights.locate(model)); None = no weights
     reference: str | None  # FID: the prepared split that is the real set
+    pairs: int | None = None  # MS-SSIM: random pairs per group
+    pair_scope: str | None = None  # MS-SSIM: "class" (pairs within each class) or "all"
 
     def describe(self) -> dict:
-        return asdict(self)
+        details = asdict(self)
+        if self.metric != "msssim":  # the pair fields mean nothing to the other metrics
+            del details["pairs"], details["pair_scope"]
+        return details
 
 
 _NAME = re.compile(r"^(is|fid)(?:(\d+)k(\d+)?|(\d+))_([a-z0-9_.-]+)$")
+_MSSSIM = re.compile(r"^msssim(\d+)_(class|all)$")
 
 
 def _parse(name: str) -> Protocol:
     if name == "capacc_synthetic":
         return Protocol(name, "capacc", None, None, None, "synthetic-clf", "attr_logits", "synthetic-clf", None)
+    if name.startswith("msssim"):
+        m = _MSSSIM.match(name)
+        if not m or int(m.group(1)) < 1:
+            raise UserError(f"cannot parse metric protocol {name!r}; expected msssim<pairs>_class or msssim<pairs>_all, "
+                            "e.g. msssim100_class")
+        return Protocol(name, "msssim", None, None, None, "ms-ssim", "pixels", None, None,
+                        pairs=int(m.group(1)), pair_scope=m.group(2))
     m = _NAME.match(name)
     if not m:
         raise UserError(
@@ -114,6 +129,7 @@ PAPER_PROTOCOLS = (
     "fid30k64_test",
     "is30k_imagenet",
     "is50k_imagenet",
+    "msssim100_class",
 )
 PROTOCOLS = {name: _parse(name) for name in PAPER_PROTOCOLS}
 
