@@ -19,7 +19,7 @@ import numpy as np
 import PIL
 from PIL import Image, features
 
-from stackgan.data.shards import AppendingWriter
+from stackgan.data.shards import AppendingWriter, map_bytes
 from stackgan.data.views import make_view
 from stackgan.errors import UserError
 
@@ -128,8 +128,7 @@ class EncodedShardReader:
 
     def _mapped(self) -> np.ndarray:
         if self._data is None:
-            size = self.data_path.stat().st_size
-            self._data = np.zeros(0, np.uint8) if size == 0 else np.memmap(self.data_path, np.uint8, mode="r")
+            self._data = map_bytes(self.data_path)
         return self._data
 
     def __len__(self) -> int:

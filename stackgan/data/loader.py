@@ -52,7 +52,27 @@ def crop_flip_resize(image: np.ndarray, rng, imsizes: list[int], flip: bool) -> 
     return out
 
 
-class TextImageDataset(Dataset):
+class EpochDataset(Dataset):
+    """Items of one prepared split and view, cropped to `imsizes`; the engine sets the epoch
+    so that each item is a pure function of (seed, epoch, index)."""
+
+    def __init__(self, split: PreparedSplit, view: str, imsizes: list[int], flip=True, seed=0):
+        self.split = split
+        self.view = view
+        self.imsizes = [int(s) for s in imsizes]
+        self.flip = flip
+        self.seed = seed
+        self.epoch = 0
+        check_crop_fits(split, view, self.imsizes)
+
+    def set_epoch(self, epoch: int):
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+
+class TextImageDataset(EpochDataset):
     def __init__(self, split: PreparedSplit, view: str, imsizes: list[int], flip=True,
                  num_embeddings=1, wrong_rule="v2", seed=0):
         if split.embeddings is None:
@@ -63,21 +83,9 @@ class TextImageDataset(Dataset):
         if not 1 <= num_embeddings <= captions_per_image:
             raise UserError(f"num_embeddings={num_embeddings}: must be 1..{captions_per_image} "
                             "(the captions stored per image)")
-        self.split = split
-        self.view = view
-        self.imsizes = [int(s) for s in imsizes]
-        self.flip = flip
+        super().__init__(split, view, imsizes, flip, seed)
         self.num_embeddings = num_embeddings
         self.wrong_rule = wrong_rule
-        self.seed = seed
-        self.epoch = 0
-        check_crop_fits(split, view, self.imsizes)
-
-    def set_epoch(self, epoch: int):
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.split)
 
     def _embedding(self, rng, index):
         embeddings = self.split.embeddings[index]
@@ -120,24 +128,9 @@ class TextImageDataset(Dataset):
         }
 
 
-class ImageOnlyDataset(Dataset):
+class ImageOnlyDataset(EpochDataset):
     """Unconditional training items (LSUN, ImageNet): the same crop, flip and resize as
     TextImageDataset, drawn from numpy's Generator seeded by (seed, epoch, index)."""
-
-    def __init__(self, split: PreparedSplit, view: str, imsizes: list[int], flip=True, seed=0):
-        self.split = split
-        self.view = view
-        self.imsizes = [int(s) for s in imsizes]
-        self.flip = flip
-        self.seed = seed
-        self.epoch = 0
-        check_crop_fits(split, view, self.imsizes)
-
-    def set_epoch(self, epoch: int):
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.split)
 
     def __getitem__(self, index: int) -> dict:
         """{"imgs": [3xSxS in [-1, 1] for S in imsizes], "index"}; draws: top, left, [flip]."""

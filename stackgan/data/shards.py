@@ -17,6 +17,13 @@ def shard_paths(split_dir, view: str) -> tuple[Path, Path]:
     return split_dir / f"images_{view}.u8", split_dir / f"images_{view}.idx.npy"
 
 
+def map_bytes(path: Path) -> np.ndarray:
+    """A read-only uint8 memory map of a file (numpy cannot map an empty one)."""
+    if path.stat().st_size == 0:
+        return np.zeros(0, dtype=np.uint8)
+    return np.memmap(path, dtype=np.uint8, mode="r")
+
+
 class AppendingWriter:
     """Context-manager behaviour of the shard writers: `close()` (which writes the index) only
     when the block succeeded; after an error just the data file is closed, and the caller's
@@ -68,10 +75,7 @@ class ShardReader:
     def _mapped(self) -> np.ndarray:
         # Opened lazily so the reader pickles cheaply into DataLoader worker processes.
         if self._data is None:
-            if self.data_path.stat().st_size == 0:
-                self._data = np.zeros(0, dtype=np.uint8)
-            else:
-                self._data = np.memmap(self.data_path, dtype=np.uint8, mode="r")
+            self._data = map_bytes(self.data_path)
         return self._data
 
     def __getstate__(self):
