@@ -23,11 +23,15 @@ def fake_batch(cfg, b):
 
 
 @pytest.mark.parametrize("batch", [24])
-def test_train_step_embedded(benchmark, batch):
+@pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "im2col-gemm"])
+def test_train_step_embedded(benchmark, batch, onednn):
+    """im2col-gemm: convolutions as the pinned CPU profiles run them (stackgan/reproducibility.py);
+    the rest of the pins (MKL's COMPATIBLE branch) only take effect before torch loads."""
     method = V2Method(EMBEDDED, torch.device("cpu"))
     data = fake_batch(EMBEDDED, batch)
     gen = torch.Generator().manual_seed(0)
-    benchmark(lambda: method.train_step(data, method.draw_noise(gen, batch), 0))
+    with torch.backends.mkldnn.flags(enabled=onednn):
+        benchmark(lambda: method.train_step(data, method.draw_noise(gen, batch), 0))
 
 
 @pytest.mark.parametrize("batch", [100])

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from stackgan import config as C
+from stackgan import reproducibility
 from stackgan.errors import UserError
 
 
@@ -168,6 +169,44 @@ def cmd_summary(args):
             for key, m in json.loads(metrics.read_text())["metrics"].items():
                 std = f" ± {m['std']:.3f}" if m.get("std") is not None else ""
                 print(f"  {key}: {m['value']:.4f}{std}")
+    from stackgan.gate import verdict
+
+    print(verdict(Path("results/metrics") / profile))
+
+
+def cmd_env(args):
+    if args.record:
+        from stackgan.atomic import write_json
+
+        path = reproducibility.machine_record_path(C.resolve_profile(_params(args), args.profile))
+        write_json(path, {"contract": reproducibility.contract(), "machine": reproducibility.machine()})
+        print(f"{path}: the machine and contract behind this profile's metrics (commit it with the baseline)")
+    elif args.json:
+        print(json.dumps({"contract": reproducibility.contract(), "machine": reproducibility.machine()}, indent=2))
+    else:
+        print(reproducibility.describe())
+
+
+# The subcommands that compute (and `env`, which reports what computing would run under).
+PINNED_COMMANDS = {"fetch", "prepare", "classifier", "refstats", "encoder", "train", "sample", "evaluate",
+                   "evaluate-real", "score", "env"}
+
+
+def pin_cpu(args):
+    """Apply the active profile's CPU pins before any stage imports torch."""
+    if not Path(args.params).exists():
+        return  # `score` and `env` work outside the repository; nothing to pin there
+    params = C.load_params(args.params)
+    cpu = reproducibility.settings(params, C.resolve_profile(params, args.profile))
+    if cpu["pinned"]:
+        threads = cpu["threads"]
+        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+            raise UserError(f"params.yaml profiles.<profile>.cpu.threads is {threads!r}; a pinned profile needs a "
+                            "positive whole number of threads (results depend on it)")
+        if cpu["convolutions"] not in reproducibility.CONVOLUTIONS:
+            raise UserError(f"params.yaml profiles.<profile>.cpu.convolutions is {cpu['convolutions']!r}; use one of "
+                            f"{', '.join(reproducibility.CONVOLUTIONS)}")
+        reproducibility.pin(threads, cpu["convolutions"])
 
 
 def build_parser():
@@ -245,6 +284,12 @@ def build_parser():
     s = sub.add_parser("summary", help="print where the tables, grids and metrics of the active profile are")
     s.set_defaults(fn=cmd_summary)
 
+    s = sub.add_parser("env", help="print what decides whether CPU results reproduce bit for bit on this machine")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--record", action="store_true",
+                   help="write results/machines/<profile>.json (with a baseline you are about to commit)")
+    s.set_defaults(fn=cmd_env)
+
     s = sub.add_parser("gate", help="fail when the profile's metrics moved past params.yaml gate tolerances vs git REV")
     s.add_argument("--rev", default="HEAD", help="baseline revision (default HEAD)")
     s.set_defaults(fn=cmd_gate)
@@ -259,6 +304,8 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
+        if args.command in PINNED_COMMANDS:
+            pin_cpu(args)
         args.fn(args)
     except UserError as e:
         print(f"stackgan: error: {e}", file=sys.stderr)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from stackgan import reproducibility
 from stackgan.atomic import write_json
 from stackgan.data.prepared import PreparedSplit
 from stackgan.errors import UserError
@@ -78,7 +79,8 @@ def evaluate(cfg, device="cpu"):
     result = evaluate_samples(samples_dir, cfg["eval"]["protocols"], reference_images=reference, device=device,
                               classifier_dir=classifier_dir(cfg), reference_stats_dir=refstats_dir(cfg),
                               reference_key=reference_key)
-    out = {"experiment": cfg["name"], "profile": cfg["profile"], "checkpoint_step": index["step"], **result}
+    out = {"experiment": cfg["name"], "profile": cfg["profile"], "checkpoint_step": index["step"], **result,
+           "reproducibility": {"train": index.get("trained_under"), "evaluate": reproducibility.contract()}}
     write_json(cfg["paths"]["metrics"], out)
     return out
 
@@ -100,7 +102,8 @@ def evaluate_real(params, dataset, profile, device="cpu"):
                      classifier_dir=Path(f"runs/{profile}/classifiers/{dataset}"))
     for details in result["protocols"].values():
         details["source"] = f"real images: {dataset} {spec['split']} split, view {spec['view']} at {spec['size']} px"
-    out = {"experiment": f"{dataset}-real", "profile": profile, "checkpoint_step": None, **result}
+    out = {"experiment": f"{dataset}-real", "profile": profile, "checkpoint_step": None, **result,
+           "reproducibility": {"train": None, "evaluate": reproducibility.contract()}}
     write_json(f"results/metrics/{profile}/{dataset}-real.json", out)
     return out
 

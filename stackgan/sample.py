@@ -109,7 +109,8 @@ def sample(cfg, device="cpu", batch_size=100):
         if branches is not None and len(grid_rows) < 8:
             grid_rows.append(([b[:1] for b in branches], chunk_items[0]["caption"] or chunk_items[0]["key"]))
     write_json(tmp / SAMPLES_FILE, {"experiment": cfg["name"], "step": payload["step"], "seed": cfg["eval"]["seed"],
-                                    "resolution": resolution, "items": items})
+                                    "resolution": resolution, "trained_under": payload["config"].get("reproducibility"),
+                                    "items": items})
     # Beside the samples folder, not in it: every PNG inside is a scored sample.
     with atomic_path(cfg["paths"]["sample_grid"]) as p:
         if grid_rows:

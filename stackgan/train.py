@@ -12,14 +12,13 @@ import contextlib
 import hashlib
 import json
 import random
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from stackgan import checkpoint, distributed
+from stackgan import checkpoint, distributed, reproducibility
 from stackgan.atomic import torch_save
 from stackgan.config import config_hash
 from stackgan.data.prepared import PreparedSplit
@@ -170,6 +169,7 @@ def _train(cfg, ctx, stop_after):
     # regenerated data or changed code (which is also when DVC re-runs this stage) starts fresh.
     cfg["data"]["fingerprint"] = hashlib.sha256(json.dumps(split.manifest["files"], sort_keys=True).encode()).hexdigest()
     cfg["code_fingerprint"] = training_code_fingerprint()
+    cfg["reproducibility"] = reproducibility.contract()  # a checkpoint from other CPU kernels is not resumed
     h = config_hash(cfg)  # after build_method: a Stage-II method records its parent's hash in cfg
     ckpt_dir = Path(cfg["paths"]["checkpoint"])
     state, why = checkpoint.load(ckpt_dir, h)
@@ -196,7 +196,6 @@ def _train(cfg, ctx, stop_after):
     step = start
     with _live_logger(cfg, ctx, resume=start > 0) as live:
         bar = tqdm(total=end - start, initial=0, desc=cfg["name"], disable=not ctx.is_main, mininterval=2)
-        t0 = time.time()
         for batch in loader:
             epoch = step // sampler.iters_per_epoch
             method.on_epoch(epoch)
@@ -206,11 +205,12 @@ def _train(cfg, ctx, stop_after):
                 logs = method.train_step(to_device(batch, ctx.device, fmt), noise, step)
             step += 1
             bar.update(1)
+            # Only values that the same run reproduces go into the DVC-tracked log (no wall-clock
+            # speed: tqdm shows it), each at the step that produced it.
             if live is not None and (step % t["log_every"] == 0 or step == end):
+                live.step = step
                 for k, v in logs.items():
                     live.log_metric(f"train/{k}", v)
-                live.log_metric("train/steps_per_s", (step - start) / (time.time() - t0))
-                live.step = step
                 live.next_step()
             if ctx.is_main and step % t["checkpoint_every"] == 0 and step < end:
                 checkpoint.save(ckpt_dir, method, step, h)

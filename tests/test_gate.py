@@ -39,7 +39,7 @@ def test_tolerance_rules_by_metric_kind():
 def test_within_tolerance_passes_and_prints_every_metric(repo):
     repo.write_text(json.dumps(metrics(**{"is2k_synthetic-clf": 3.1, "fid2k_synthetic-clf": 109.0,
                                           "capacc_synthetic": 0.46})))
-    rows, ok = compare("results/metrics/ci", "HEAD", TOL)
+    rows, ok, _ = compare("results/metrics/ci", "HEAD", TOL)
     assert ok and len(rows) == 3 and {r[-1] for r in rows} == {"ok"}
 
 
@@ -48,7 +48,7 @@ def test_within_tolerance_passes_and_prints_every_metric(repo):
 def test_a_metric_past_its_tolerance_fails(repo, key, value):
     current = {"is2k_synthetic-clf": 3.0, "fid2k_synthetic-clf": 100.0, "capacc_synthetic": 0.5, key: value}
     repo.write_text(json.dumps(metrics(**current)))
-    rows, ok = compare("results/metrics/ci", "HEAD", TOL)
+    rows, ok, _ = compare("results/metrics/ci", "HEAD", TOL)
     assert not ok and [r[1] for r in rows if r[-1] == "MOVED"] == [key]
 
 
@@ -56,7 +56,7 @@ def test_missing_metric_or_uncommitted_file_fails(repo):
     repo.write_text(json.dumps(metrics(**{"is2k_synthetic-clf": 3.0, "fid2k_synthetic-clf": 100.0})))
     assert not compare("results/metrics/ci", "HEAD", TOL)[1]
     (repo.parent / "new.json").write_text(json.dumps(metrics(**{"is2k_synthetic-clf": 3.0})))
-    rows, ok = compare("results/metrics/ci", "HEAD", TOL)
+    rows, ok, _ = compare("results/metrics/ci", "HEAD", TOL)
     assert not ok and any("NEW" in r[-1] for r in rows)
 
 
