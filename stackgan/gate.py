@@ -110,31 +110,20 @@ def run_gate(params, metrics_dir, rev="HEAD"):
 
 
 def verdict(metrics_dir, rev="HEAD"):
-    """Did this run reproduce the committed metrics? One paragraph for a newcomer."""
-    files = sorted(Path(metrics_dir).glob("*.json"))
-    same = total = 0
-    moved, changes = [], {}
-    for path in files:
-        base = committed(rev, path.as_posix())
-        if base is None:
-            continue
-        current = json.loads(path.read_text())
-        if contract_changes(base, current):
-            changes[path.as_posix()] = contract_changes(base, current)
-        for key, m in base["metrics"].items():
-            total += 1
-            value = current["metrics"].get(key, {}).get("value")
-            if value == m.get("value"):
-                same += 1
-            else:
-                moved.append(f"{path.stem} {key}: {m.get('value')} committed, {value} here")
-    if total == 0:
+    """Did this run reproduce the committed metrics? One paragraph for a newcomer: the gate's
+    comparison at zero tolerance, over the files that have a committed counterpart."""
+    if not any(Path(metrics_dir).glob("*.json")):
+        return f"no metrics in {metrics_dir}/ to compare with {rev}"
+    rows, _, changes = compare(metrics_dir, rev, {"default": {"abs": 0.0}})
+    rows = [r for r in rows if r[1] != "(file)"]
+    if not rows:
         return f"no committed metrics in {metrics_dir}/ at {rev} to compare with"
+    moved = [f"{Path(r[0]).stem} {r[1]}: {r[2]} committed, {r[3]} here" for r in rows if r[-1] != "ok"]
     machine = baseline_machine(rev, metrics_dir) or "an unrecorded machine"
-    if same == total:
-        return (f"REPRODUCED: all {total} metrics in {metrics_dir}/ are bit-identical to the committed ones "
+    if not moved:
+        return (f"REPRODUCED: all {len(rows)} metrics in {metrics_dir}/ are bit-identical to the committed ones "
                 f"(made on {machine}).")
-    lines = [f"NOT REPRODUCED: {total - same} of {total} metrics in {metrics_dir}/ differ from the committed ones "
+    lines = [f"NOT REPRODUCED: {len(moved)} of {len(rows)} metrics in {metrics_dir}/ differ from the committed ones "
              f"(made on {machine}):"] + [f"  {m}" for m in moved]
     if changes:
         lines.append("  the reproducibility contract differs, which explains it:")
