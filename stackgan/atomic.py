@@ -4,18 +4,43 @@ import contextlib
 import json
 import os
 import tempfile
+import threading
 from pathlib import Path
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def umask():
+    """The process umask. os.umask can only read it by setting it, so it is set to the most
+    private value for that instant and restored. The lock keeps two writers here from restoring
+    each other's placeholder; a file that another thread creates in that instant by other means
+    comes out too private at worst, never too open."""
+    with _UMASK_LOCK:
+        mask = os.umask(0o077)
+        os.umask(mask)
+    return mask
+
+
+def fresh_dir(parent, prefix: str, suffix: str) -> Path:
+    """A new folder in `parent` (mkdtemp: a name no one else holds) with the mode mkdir would give,
+    since it is renamed into place as an output and mkdtemp makes it private to its owner."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=parent))
+    os.chmod(folder, 0o777 & ~umask())
+    return folder
 
 
 @contextlib.contextmanager
 def atomic_path(path):
-    """Yield a temporary path beside `path`; on success it is renamed over `path`."""
+    """Yield a temporary path beside `path`; on success it is renamed over `path` with the mode
+    a plain open() would have given it (mkstemp makes the file private to its owner)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from stackgan import config as C
 from stackgan import reproducibility
-from stackgan.errors import UserError
+from stackgan.errors import UserError, os_error_message
 
 
 def _params(args):
@@ -52,7 +52,21 @@ def cmd_train(args):
     if args.dry_run:
         print(json.dumps(cfg, indent=2))
         return
-    train(cfg, device_pref=args.device, stop_after=args.stop_after)
+    train(cfg, device_pref=args.device, stop_after=args.stop_after, verify=args.verify)
+
+
+def cmd_check_data(args):
+    from stackgan.data.prepared import verify_prepared
+    from stackgan.data.shards import damaged
+
+    ds = C.dataset_config(_params(args), args.dataset, args.profile)
+    folder = Path(args.dir or ds["prepared_dir"])
+    report = verify_prepared(folder, hashes=True)
+    for problem in report["problems"]:
+        print(problem)
+    if report["problems"]:
+        raise damaged(f"{folder}: {len(report['problems'])} problem(s), listed above", report["dataset"])
+    print(f"{folder}: {report['files']} files, {report['bytes']} bytes; sizes and sha256 match the manifest")
 
 
 def cmd_sample(args):
@@ -209,11 +223,27 @@ def pin_cpu(args):
         reproducibility.pin(threads, cpu["convolutions"])
 
 
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        # one line like every other user error (argparse prints the whole usage first)
+        self.exit(2, f"stackgan: error: {message}; see `{self.prog} --help`\n")
+
+
 def build_parser():
-    p = argparse.ArgumentParser(prog="stackgan", description=__doc__)
+    p = _Parser(prog="stackgan", description=__doc__)
     p.add_argument("--params", default=str(C.DEFAULT_PARAMS), help="params file (default: params.yaml)")
     p.add_argument("--profile", default=None, help=f"override params.yaml's profile ({', '.join(C.PROFILES)})")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     s = sub.add_parser("describe", help="print an experiment's resolved config and parameter counts")
     s.add_argument("experiment")
@@ -229,14 +259,20 @@ def build_parser():
     s.add_argument("dataset")
     s.add_argument("--raw", help="raw folder (default data/raw/<dataset>)")
     s.add_argument("--out", help="prepared folder (default data/prepared/<profile>/<dataset>)")
-    s.add_argument("--limit", type=int, help="keep N images per split (small subsets for CI and smoke runs)")
+    s.add_argument("--limit", type=positive_int, help="keep N images per split (small subsets for CI and smoke runs)")
     s.set_defaults(fn=cmd_prepare)
+
+    s = sub.add_parser("check-data", help="verify a prepared dataset's files against its manifest (sizes, sha256)")
+    s.add_argument("dataset")
+    s.add_argument("--dir", help="prepared folder (default data/prepared/<profile>/<dataset>)")
+    s.set_defaults(fn=cmd_check_data)
 
     s = sub.add_parser("train", help="train an experiment (resumes from its checkpoint); works under torchrun")
     s.add_argument("experiment")
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     s.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
-    s.add_argument("--stop-after", type=int, help=argparse.SUPPRESS)
+    s.add_argument("--verify", action="store_true", help="check every prepared file's sha256 before training")
+    s.add_argument("--stop-after", type=positive_int, help=argparse.SUPPRESS)
     s.set_defaults(fn=cmd_train)
 
     s = sub.add_parser("sample", help="write the evaluation samples of a trained experiment")
@@ -309,6 +345,12 @@ def main(argv=None):
         args.fn(args)
     except UserError as e:
         print(f"stackgan: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        message = os_error_message(e)
+        if message is None:
+            raise
+        print(f"stackgan: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("stackgan: interrupted", file=sys.stderr)

@@ -3,6 +3,10 @@
 An experiment's config is its model family's defaults (the reference code's cfg values),
 overlaid with the experiment's own entries, then with the active profile's overrides. The
 profile also fixes where everything is written, so profiles never share output paths.
+
+Every layer is validated before it is merged: a key its family's defaults do not have, a value
+of another type than the default's, or a size, step count or batch that is not positive stops
+the command with one line, so a typo cannot silently leave the reference value in force.
 """
 
 import copy
@@ -17,6 +21,22 @@ from stackgan.errors import UserError
 
 DEFAULT_PARAMS = Path("params.yaml")
 PROFILES = ("embedded", "ci", "paper")
+
+# Keys an experiment entry has besides its family's settings, with an example of their type.
+ENTRY_KEYS = {"model": "v2", "dataset": "cub"}
+# Settings a family reads that its defaults leave out, with an example of their type: v1 treats
+# an absent `conditional` as true (stackgan/methods/v1.py KEY_DEFAULTS).
+FAMILY_EXTRAS = {"v1": {"conditional": True}}
+# Settings whose default is null: the type a value must have when one is given.
+NULLABLE = {"max_steps": 1, "num_samples": 1, "parent": "", "encoder": "", "limit": 1}
+POSITIVE = {"batch_size", "max_epoch", "max_steps", "checkpoint_every", "grid_every", "log_every",
+            "gf_dim", "df_dim", "z_dim", "ef_dim", "text_dim", "out_size", "stage1_size", "branch_sizes",
+            "num_classes", "dcgan_z_dim", "num_embeddings", "num_samples", "snapshot_interval",
+            "lr_decay_epochs", "width", "lr_g", "lr_d", "lr", "steps", "limit", "threads"}
+NON_NEGATIVE = {"workers", "seed", "independent_steps", "joint_steps", "r_num", "discriminators"}
+WHY_POSITIVE = {"max_steps": "null trains for train.max_epoch epochs"}
+# A profile's keys; `overrides` is checked per family (check_profile).
+PROFILE_KEYS = {"limit": None, "cpu": {"pinned": True, "threads": 1, "convolutions": "im2col"}, "overrides": None}
 
 
 def load_params(path=DEFAULT_PARAMS):
@@ -43,10 +63,130 @@ def deep_merge(base, override):
 
 
 def _unknown(kind, name, known):
-    close = difflib.get_close_matches(name, known, n=3)
+    close = difflib.get_close_matches(str(name), known, n=3)
     hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(sorted(known))}"
     return UserError(f"unknown {kind} '{name}'; {hint}")
 
+
+# -- validation: each layer against an example of every key it may hold (the family's defaults)
+
+def _kind(example):
+    """What a value must be to stand where `example` stands, as (test, words)."""
+    if isinstance(example, bool):
+        return (lambda v: isinstance(v, bool)), "true or false"
+    if isinstance(example, int):
+        return (lambda v: isinstance(v, int) and not isinstance(v, bool)), "a whole number"
+    if isinstance(example, float):
+        return (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)), "a number"
+    if isinstance(example, str):
+        return (lambda v: isinstance(v, str)), "a string"
+    if isinstance(example, list):
+        return (lambda v: isinstance(v, list)), "a list"
+    return (lambda v: isinstance(v, dict)), "a mapping of settings"
+
+
+def _show(value):
+    return json.dumps(value, default=str)  # as YAML writes it: true, null, [1, 2]
+
+
+def _check_mapping(layer, schema, where, owner):
+    if not isinstance(layer, dict):
+        raise UserError(f"params.yaml {where} is {_show(layer)}, not a mapping of settings; "
+                        "write it as key: value entries")
+    for key, value in layer.items():
+        path = f"{where}.{key}"
+        if key not in schema:
+            close = difflib.get_close_matches(str(key), [str(k) for k in schema], n=1)
+            hint = f"did you mean {close[0]}?" if close else f"it takes {', '.join(sorted(map(str, schema)))}"
+            raise UserError(f"params.yaml {path} is not among the {owner} settings; {hint}")
+        _check_value(value, schema[key], path, str(key), owner)
+
+
+def _check_value(value, example, path, key, owner):
+    if isinstance(example, dict):
+        return _check_mapping(value, example, path, owner)
+    if value is None and (example is None or key in NULLABLE):
+        return
+    example = NULLABLE.get(key) if example is None else example
+    if example is None:
+        return  # a null default with no declared type: any value
+    default = "" if key in ENTRY_KEYS else f" (the default is {_show(example)})"
+    fits, words = _kind(example)
+    if not fits(value):
+        raise UserError(f"params.yaml {path} is {_show(value)}, not {words}; write {words}{default}")
+    items = value if isinstance(value, list) else [value]
+    if isinstance(example, list) and example:
+        fits, words = _kind(example[0])
+        for item in items:
+            if not fits(item):
+                raise UserError(f"params.yaml {path} holds {_show(item)}; every item must be {words}{default}")
+    for item in items:
+        if key in POSITIVE and item <= 0:
+            why = f" ({WHY_POSITIVE[key]})" if key in WHY_POSITIVE else ""
+            raise UserError(f"params.yaml {path} is {_show(value)}; it must be greater than 0{why}")
+        if key in NON_NEGATIVE and item < 0:
+            raise UserError(f"params.yaml {path} is {_show(value)}; it must be 0 or more")
+
+
+def _family_schema(params, family):
+    defaults = params["models"][family]
+    if not isinstance(defaults, dict):
+        raise UserError(f"params.yaml models.{family} is not a mapping of settings; restore it from the repository")
+    return {**defaults, **FAMILY_EXTRAS.get(family, {})}
+
+
+def _encoder_schema(params):
+    """encoders.defaults and every key a per-dataset encoder entry sets (its `arch`)."""
+    section = params.get("encoders") or {}
+    every = {k: v for entry in section.values() if isinstance(entry, dict) for k, v in entry.items()}
+    return {**every, **(section.get("defaults") or {})}
+
+
+def check_profile(params, profile):
+    """The profile's own keys and each family's overrides, against that family's defaults."""
+    where = f"profiles.{profile}"
+    prof = params["profiles"][profile] or {}
+    _check_mapping(prof, PROFILE_KEYS, where, "profile")
+    overrides = prof.get("overrides") or {}
+    if not isinstance(overrides, dict):
+        raise UserError(f"params.yaml {where}.overrides is {_show(overrides)}, not a mapping; "
+                        "write family: {settings} entries")
+    for family, layer in overrides.items():
+        if family == "encoder":
+            _check_mapping(layer, _encoder_schema(params), f"{where}.overrides.encoder", "encoder")
+        elif family in params["models"]:
+            _check_mapping(layer, _family_schema(params, family), f"{where}.overrides.{family}", family)
+        else:
+            close = difflib.get_close_matches(str(family), list(params["models"]) + ["encoder"], n=1)
+            families = ", ".join([*params["models"], "encoder"])
+            hint = f"did you mean {close[0]}?" if close else f"overrides are per family: {families}"
+            raise UserError(f"params.yaml {where}.overrides.{family} names no model family; {hint}")
+
+
+def _check_experiment(params, name):
+    """The experiment entry and its family's defaults; returns the family."""
+    entry = params["experiments"][name] or {}
+    if not isinstance(entry, dict):
+        raise UserError(f"params.yaml experiments.{name} is {_show(entry)}, not a mapping; "
+                        "give it model: and dataset: entries")
+    family = entry.get("model")
+    if not isinstance(family, str) or family not in params["models"]:
+        raise UserError(f"experiment '{name}' names model '{family}'; "
+                        f"params.yaml models are {', '.join(params['models'])}")
+    schema = _family_schema(params, family)
+    _check_mapping(params["models"][family], schema, f"models.{family}", family)
+    _check_mapping(entry, {**schema, **ENTRY_KEYS}, f"experiments.{name}", family)
+    return family
+
+
+def _check_run_length(cfg):
+    t = cfg["train"]
+    if "joint_steps" in t and t["independent_steps"] + t["joint_steps"] == 0:
+        raise UserError(f"experiment '{cfg['name']}' has train.independent_steps + train.joint_steps = 0; "
+                        "give at least one SGAN phase a positive number of steps")
+
+
+# -- resolution
 
 def resolve_profile(params, profile=None):
     profile = profile or params["profile"]
@@ -56,9 +196,14 @@ def resolve_profile(params, profile=None):
 
 
 def dataset_config(params, name, profile=None):
+    profile = resolve_profile(params, profile)
+    check_profile(params, profile)
+    return _dataset_config(params, name, profile)
+
+
+def _dataset_config(params, name, profile):
     if name not in params["datasets"]:
         raise _unknown("dataset", name, list(params["datasets"]))
-    profile = resolve_profile(params, profile)
     cfg = copy.deepcopy(params["datasets"][name])
     cfg["name"] = name
     cfg["limit"] = params["profiles"][profile].get("limit")
@@ -72,15 +217,15 @@ def experiment_config(params, name, profile=None):
     if name not in experiments:
         raise _unknown("experiment", name, list(experiments))
     profile = resolve_profile(params, profile)
-    entry = experiments[name] or {}
-    family = entry.get("model")
-    if family not in params["models"]:
-        raise UserError(f"experiment '{name}' names model '{family}'; params.yaml models are {', '.join(params['models'])}")
-    prof = params["profiles"][profile]
+    family = _check_experiment(params, name)
+    check_profile(params, profile)
+    entry = experiments[name]
+    prof = params["profiles"][profile] or {}
     cfg = deep_merge(params["models"][family], {k: v for k, v in entry.items() if k != "model"})
     cfg = deep_merge(cfg, (prof.get("overrides") or {}).get(family))
     cfg.update(name=name, family=family, profile=profile)
-    cfg["data"] = dataset_config(params, entry.get("dataset", ""), profile)
+    _check_run_length(cfg)
+    cfg["data"] = _dataset_config(params, entry.get("dataset", ""), profile)
     run_dir = f"runs/{profile}/{name}"
     cfg["paths"] = {
         "run": run_dir,

@@ -26,6 +26,7 @@ from stackgan.data.prepared import PreparedSplit
 from stackgan.data.staging import sha256_file
 from stackgan.errors import UserError
 from stackgan.models.sgan import Encoder
+from stackgan.untrusted import load_torch
 
 ENCODER_FILE = "encoder.pt"
 REPORT_FILE = "report.json"
@@ -170,10 +171,16 @@ def train_encoder(cfg: dict, prepared_dir, out_dir, device="auto") -> dict:
 def load_encoder(path, device="cpu"):
     """(frozen eval-mode E, payload) from an encoder.pt written by train_encoder."""
     path = Path(path)
+    remedy = "run `stackgan encoder DATASET` (the SGAN encoder stage) to write it again"
     if not path.is_file():
         raise UserError(f"{path} not found; run `stackgan encoder DATASET` (the SGAN encoder stage) first")
-    payload = torch.load(path, map_location="cpu", weights_only=False)
-    encoder = build_encoder(payload["arch"], payload["num_classes"], payload["width"])
-    encoder.load_state_dict(payload["state_dict"])
+    payload = load_torch(path, remedy)
+    try:
+        encoder = build_encoder(payload["arch"], payload["num_classes"], payload["width"])
+        encoder.load_state_dict(payload["state_dict"])
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UserError(f"{path} is not an encoder.pt written by `stackgan encoder` ({first[:160]}); "
+                        f"{remedy}") from None
     encoder.requires_grad_(False)
     return encoder.to(device).eval(), payload

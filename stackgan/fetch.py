@@ -6,16 +6,22 @@ folder beside its destination and only then renamed into place, so an interrupte
 leaves something that looks complete. `.fetched/<file>.json` records what was verified and
 unpacked, so a re-run skips that work. A file with no pinned checksum has the sha256 and size of
 its first verified download recorded in `<raw>/../.checksums.json` (data/raw/.checksums.json);
-later fetches verify against that. ImageNet needs an account: it is never downloaded, only
+later fetches verify against that. Such a first download is only accepted when it looks like the
+file (magic bytes, a plausible size), so an error page is never recorded as the file. Archives
+are extracted member by member by us, after every member's final path and link target has been
+checked to stay inside the raw folder. ImageNet needs an account: it is never downloaded, only
 checked. The embedded `synthetic` dataset is generated.
 """
 
+import errno
 import gzip
 import hashlib
 import http.client
 import json
 import os
+import re
 import shutil
+import stat
 import sys
 import tarfile
 import tempfile
@@ -24,6 +30,7 @@ import urllib.error
 import urllib.request
 import zipfile
 import zlib
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -41,6 +48,17 @@ MARKERS = ".fetched"
 # What a truncated or damaged archive raises while it is read.
 ARCHIVE_ERRORS = (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, gzip.BadGzipFile)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".ppm", ".bmp"}  # StackGAN-v2 datasets.py IMG_EXTENSIONS
+# What a read-only, foreign or full disk raises while we write into the raw folder.
+DISK_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT}
+OUTSIDE = "points outside the folder"
+
+
+class RefusedMember(Exception):
+    """An archive member that extraction will not write. Not a damaged download: it is neither
+    retried nor reported as one."""
+
+    def __init__(self, name: str, reason: str):
+        super().__init__(f"member {name!r} {reason}")
 
 
 def fetch(ds, out: Path):
@@ -62,10 +80,29 @@ def fetch(ds, out: Path):
 def fetch_files(dataset: str, files, raw: Path, records: Path | None = None):
     """Download, verify and unpack `files` (sources.RemoteFile) into `raw`."""
     raw = Path(raw)
-    raw.mkdir(parents=True, exist_ok=True)
     records = Path(records) if records else raw.parent / RECORDS
     for f in files:
-        _fetch_one(dataset, f, raw, records)
+        try:
+            raw.mkdir(parents=True, exist_ok=True)
+            _fetch_one(dataset, f, raw, records)
+        except OSError as err:
+            if err.errno not in DISK_ERRNOS:
+                raise
+            raise UserError(_disk_message(err, f, raw)) from None
+
+
+def _disk_message(err: OSError, f, raw: Path) -> str:
+    where = err.filename or raw / f.name  # a failed write() names no file
+    reason = err.strerror or os.strerror(err.errno)
+    # _unpack removes its staging folder whatever happens; a .part is valid progress.
+    part = raw / f"{f.name}.part"
+    kept = f"; {part} (downloaded so far) is kept, so a re-run continues from it" if part.exists() else ""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (f"writing {where} failed ({reason}) while fetching {f.name}; free space on that disk and run fetch "
+                f"again, or pass `stackgan fetch --out` a folder on a larger disk{kept}; no half-unpacked folder "
+                f"is left")
+    return (f"cannot write {where} ({reason}) while fetching {f.name}; make {raw} writable for this user, or pass "
+            f"`stackgan fetch --out` a writable folder, and run fetch again{kept}")
 
 
 # ---------------------------------------------------------------- one file
@@ -81,11 +118,17 @@ def _fetch_one(dataset, f, raw: Path, records: Path):
             _download(f, part, final, expected.get("size"))
         actual = _digests(candidate)
         problem = next((k for k in ("size", "md5", "sha256") if expected.get(k) not in (None, actual[k])), None)
+        if problem is None and origin is None:  # no checksum vouches for it: is it the file at all?
+            _check_looks_like(f, candidate, final, actual["size"], ours=candidate is part)
         if problem is None:
             try:
                 unpacked = _unpack(f, candidate, raw)
             except ARCHIVE_ERRORS as err:
                 problem, actual["archive"] = "archive", f"{type(err).__name__}: {err}"
+            except RefusedMember as err:
+                raise UserError(f"archive {candidate} {err}; refusing: the archive is hostile or not the published "
+                                f"one, so it is not downloaded again and is left at {candidate} for inspection; "
+                                f"delete it and get the official file: {_by_hand(f, final)}") from None
         if problem is None:
             if candidate is part:
                 os.replace(part, final)
@@ -110,6 +153,55 @@ def _failure_message(key, final, f, problem, expected, actual, origin, records):
               f"hand to {final} and compare")
     return (f"{final}: {problem} is {actual[problem]}, expected {expected[problem]} ({origin}), after 2 downloads "
             f"from {f.location()}; the file was deleted; {remedy}")
+
+
+def _by_hand(f, final: Path) -> str:
+    if f.drive_id:
+        key = f"&resourcekey={f.resourcekey}" if f.resourcekey else ""
+        return (f"open https://drive.google.com/uc?id={f.drive_id}{key} in a browser, download the file and place "
+                f"it at {final}")
+    return f"download {f.location()} by hand to {final}"
+
+
+# ---------------------------------------------------------------- what a file looks like
+
+MAGIC = {kind: re.compile(pattern, re.DOTALL) for kind, pattern in {
+    "zip": rb"PK\x03\x04|PK\x05\x06", "tar": rb".{257}ustar", "gzip": rb"\x1f\x8b", "bzip2": rb"BZh",
+    "xz": rb"\xfd7zXZ\x00", "mat": rb"MATLAB",
+    # protocol 2+ opens with PROTO; Python 2's default protocol 0 with MARK, an empty container or GLOBAL
+    "pickle": rb"\x80[\x02-\x05]|[(\]})]|c[\w.]+\n\w+\n",
+    "t7": rb"[\x03\x04]\x00\x00\x00",  # Torch7 serialisation: a table or an object
+}.items()}
+COMPRESSED_TAR = {"tar", "gzip", "bzip2", "xz"}  # a compressed tar shows its compressor's magic
+KINDS_BY_UNPACK = {"zip": {"zip"}, "tar": COMPRESSED_TAR, "auto": {"zip", "pickle", "t7"} | COMPRESSED_TAR}
+KINDS_BY_SUFFIX = {".mat": {"mat"}, ".gz": {"gzip"}, ".pickle": {"pickle"}}
+
+
+def _is_html(head: bytes) -> bool:
+    start = head.removeprefix(b"\xef\xbb\xbf").lstrip()[:14].lower()
+    return start.startswith((b"<!doctype html", b"<html"))
+
+
+def _check_looks_like(f, path: Path, final: Path, size: int, ours: bool):
+    """Refuse a file that no checksum vouches for unless it has the magic bytes of what `f` is and
+    a plausible size. Nothing is recorded for a refused file; one we downloaded is deleted."""
+    with open(path, "rb") as fh:
+        head = fh.read(512)
+    kinds = KINDS_BY_UNPACK.get(f.unpack) or KINDS_BY_SUFFIX.get(Path(f.name).suffix, set())
+    if _is_html(head):
+        page = "Google Drive's quota or \"can't scan for viruses\" page" if f.drive_id else "an error or login page"
+        what = f"is an HTML page ({page}), not the file"
+    elif kinds and not any(MAGIC[kind].match(head) for kind in kinds):
+        what = f"is not a {' or '.join(sorted(kinds))} file (it starts with {head[:8]!r})"
+    elif f.min_size and size < f.min_size:
+        what = f"is {size} bytes, too small to be the file (at least {f.min_size} expected)"
+    else:
+        return
+    if ours:
+        path.unlink()
+    shown = f"the download of {final.name} from {f.location()}" if ours else f"{final}"
+    fate = "it was deleted" if ours else "it was left in place"
+    raise UserError(f"{shown} {what}; {fate} and no checksum was recorded: {_by_hand(f, final)}, then run fetch again")
 
 
 def _expected(dataset, f, records: Path):
@@ -209,6 +301,8 @@ def _download_http(url: str, part: Path, final: Path, size=None):
                                 f"moved: download the file by hand to {final}") from None
             reason = f"HTTP {err.code}"
         except (OSError, http.client.HTTPException) as err:  # URLError, timeouts, resets, IncompleteRead
+            if isinstance(err, OSError) and err.errno in DISK_ERRNOS:
+                raise  # writing the .part failed: retrying cannot help
             reason = f"{type(err).__name__}: {err}"
         if attempt < NETWORK_ATTEMPTS:
             print(f"{url}: {reason}; retrying ({attempt}/{NETWORK_ATTEMPTS})", file=sys.stderr)
@@ -245,7 +339,7 @@ def _http_get(url: str, part: Path, start: int):
 def _download_drive(f, part: Path, final: Path):
     if part.exists():
         return  # only ever renamed from gdown's finished output: verification decides
-    by_hand = f"download https://drive.google.com/uc?id={f.drive_id} in a browser and place it at {final}"
+    by_hand = _by_hand(f, final)
     try:
         import gdown
     except ImportError:
@@ -257,6 +351,8 @@ def _download_drive(f, part: Path, final: Path):
         got = gdown.download(url=f.location(), output=str(staged), quiet=False, resume=True)
         reason = "no file returned"
     except Exception as err:  # noqa: BLE001 -- gdown raises many types for refused or rate-limited files
+        if isinstance(err, OSError) and err.errno in DISK_ERRNOS:
+            raise
         got, reason = None, f"{type(err).__name__}: {err}"
     if not got or not staged.is_file():
         raise UserError(f"Google Drive did not deliver {final.name} ({reason}; often a permission or quota "
@@ -285,40 +381,169 @@ def _unpack(f, archive: Path, raw: Path):
     stage = Path(tempfile.mkdtemp(prefix=f".{f.name}.", suffix=".unpack", dir=raw))
     try:
         _extract(kind, archive, stage, f.strip, f.keep)
-        root = stage / f.strip if f.strip and (stage / f.strip).is_dir() else stage
-        missing = [p for p in f.expect if not (root / p).exists() and not (raw / p).exists()]
+        missing = [p for p in f.expect if not (stage / p).exists() and not (raw / p).exists()]
         if missing:
             raise UserError(f"{archive} unpacked without {missing[0]}; the upstream archive differs from the one "
                             f"stackgan/sources.py describes: unpack it by hand so that {raw / missing[0]} exists")
-        names = sorted(entry.name for entry in root.iterdir())
-        for entry in root.iterdir():
+        names = sorted(entry.name for entry in stage.iterdir())
+        for entry in stage.iterdir():
             _merge(entry, raw / entry.name)
         return names
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 
 
-def _member_path(name: str, strip, keep):
-    """The member's path after `strip`, or None when `keep` excludes it."""
-    rel = name[len(strip) + 1:] if strip and name.startswith(f"{strip}/") else name
-    return None if keep and not any(rel.startswith(k) for k in keep) else rel
+@dataclass
+class _Member:
+    name: str  # as stored in the archive
+    type: str  # file, dir, symlink, hardlink, device (character, block, FIFO) or other
+    target: str | None  # a link's target as stored
+    info: object  # the ZipInfo or TarInfo that reads a file's data
 
 
 def _extract(kind, archive: Path, stage: Path, strip, keep):
+    """Write the archive's members to their paths after `strip` and `keep`, once every one of
+    them has been checked (_plan)."""
     if kind == "zip":
         with zipfile.ZipFile(archive) as zf:
-            members = [n for n in zf.namelist() if _member_path(n, strip, keep) is not None]
-            zf.extractall(stage, members=members)  # zipfile checks every member's CRC
-        return
+            _write(stage, _plan([_zip_member(zf, info) for info in zf.infolist()], strip, keep), zf.open)
+        return  # zipfile checks every member's CRC as it is read
     with tarfile.open(archive, "r:*") as tf:
-        members = (m for m in tf if _member_path(m.name.removeprefix("./"), strip, keep) is not None)
-        # The "data" filter refuses absolute paths and links out of the stage (Python >= 3.10.12 / 3.11.4).
-        tf.extractall(stage, members=members, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+        _write(stage, _plan([_tar_member(m) for m in tf.getmembers()], strip, keep), tf.extractfile)
+
+
+def _zip_member(zf, info) -> _Member:
+    mode = info.external_attr >> 16  # the Unix mode, where the zip was made on Unix
+    if info.is_dir() or stat.S_ISDIR(mode):
+        return _Member(info.filename, "dir", None, info)
+    if stat.S_ISLNK(mode):  # the member's data is the link's target
+        with zf.open(info) as fh:
+            target = fh.read(4097)
+        if len(target) > 4096:  # longer than any path the OS takes
+            return _Member(info.filename, "other", None, info)
+        return _Member(info.filename, "symlink", target.decode("utf-8", "surrogateescape"), info)
+    if stat.S_IFMT(mode) in (0, stat.S_IFREG):
+        return _Member(info.filename, "file", None, info)
+    device = stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode)
+    return _Member(info.filename, "device" if device else "other", None, info)
+
+
+def _tar_member(m) -> _Member:
+    kind = ("dir" if m.isdir() else "file" if m.isreg() else "symlink" if m.issym() else
+            "hardlink" if m.islnk() else "device" if m.ischr() or m.isblk() or m.isfifo() else "other")
+    return _Member(m.name, kind, m.linkname if kind in ("symlink", "hardlink") else None, m)
+
+
+def _parts(name: str):
+    """The path components of an archive name; None for an absolute name or one with `..`."""
+    parts = tuple(p for p in name.split("/") if p not in ("", "."))
+    return None if name.startswith("/") or ".." in parts else parts
+
+
+def _rewrite(parts: tuple, strip: tuple, keep):
+    """The components after `strip`, or None for a member that is not extracted."""
+    if strip:
+        if parts[:len(strip)] != strip:
+            return None
+        parts = parts[len(strip):]
+    rel = "/".join(parts)
+    return None if keep and not any(rel.startswith(k) for k in keep) else parts
+
+
+def _plan(members, strip, keep):
+    """(path in the stage, member, hard-link source) for each member to write. Every check runs on
+    the path after strip, before anything is written: a path must stay inside and not pass
+    through a link or file; a link's target, followed from the link's own place (through the
+    archive's other links), must stay inside; devices, FIFOs and other kinds are refused."""
+    named = []
+    for m in members:  # refused wherever they are: no published archive holds them
+        parts = _parts(m.name)
+        if parts is None:
+            raise RefusedMember(m.name, OUTSIDE)
+        if m.type == "device":
+            raise RefusedMember(m.name, "is a device/FIFO")
+        if m.type == "other":
+            raise RefusedMember(m.name, "is not a regular file, folder or link")
+        named.append((parts, m))
+    strip = tuple(strip.split("/")) if strip else ()
+    # As documented in sources.py, strip applies only when the archive has that folder.
+    if strip and not any(p[:len(strip)] == strip and (len(p) > len(strip) or m.type == "dir") for p, m in named):
+        strip = ()
+    rewritten = [(rel, m) for parts, m in named if (rel := _rewrite(parts, strip, keep)) is not None]
+    links = {"/".join(rel): m.target for rel, m in rewritten if m.type == "symlink"}
+    for rel, m in rewritten:
+        if m.type == "symlink" and _resolve(list(rel[:-1]), m.target, links) is None:
+            raise RefusedMember(m.name, _outside(m))
+    plan, seen = [], {}
+    for rel, m in rewritten:
+        if not rel:  # the stripped folder itself: anything but a folder would replace the raw folder
+            if m.type == "dir":
+                continue
+            raise RefusedMember(m.name, _outside(m))
+        for i in range(1, len(rel)):
+            above = "/".join(rel[:i])
+            if seen.setdefault(above, "dir") != "dir":
+                raise RefusedMember(m.name, f"would be written through {above!r}, which is a link or a file")
+        path, kind, source = "/".join(rel), "file" if m.type == "hardlink" else m.type, None
+        if m.type == "hardlink":  # its target is an earlier member's stored name
+            target = _parts(m.target)
+            target = target and _rewrite(target, strip, keep)
+            source = "/".join(target) if target else None
+            if seen.get(source) != "file" or source == path:
+                raise RefusedMember(m.name, _outside(m))
+        if seen.setdefault(path, kind) != kind:
+            raise RefusedMember(m.name, "clashes with another member of the same path")
+        plan.append((path, m, source))
+    return plan
+
+
+def _outside(m) -> str:
+    return f"(a link to {m.target!r}) {OUTSIDE}" if m.target is not None else OUTSIDE
+
+
+def _resolve(folder: list, target: str, links: dict, depth=0):
+    """The stage-relative components that `target` reaches from `folder`, following the archive's
+    links as the OS would; None when it leaves the stage (or loops)."""
+    if target.startswith("/") or depth > 40:
+        return None
+    path = list(folder)
+    for part in target.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not path:
+                return None
+            path.pop()
+            continue
+        path.append(part)
+        if "/".join(path) in links:
+            path = _resolve(path[:-1], links["/".join(path)], links, depth + 1)
+            if path is None:
+                return None
+    return path
+
+
+def _write(stage: Path, plan, open_member):
+    for path, m, source in plan:
+        dest = stage / path
+        if m.type == "dir":
+            dest.mkdir(parents=True, exist_ok=True)
+            continue
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if os.path.lexists(dest):  # a later member of the same path replaces the earlier one, as tar does
+            dest.unlink()
+        if m.type == "symlink":
+            os.symlink(m.target, dest)
+        elif m.type == "hardlink":
+            os.link(stage / source, dest)
+        else:
+            with open_member(m.info) as src, open(dest, "xb") as out:
+                shutil.copyfileobj(src, out, CHUNK)
 
 
 def _merge(src: Path, dst: Path):
-    """Rename src to dst; folders that both exist are merged entry by entry."""
-    if src.is_dir() and dst.is_dir() and not dst.is_symlink():
+    """Rename src to dst; folders that both exist are merged entry by entry (never through a link)."""
+    if src.is_dir() and not src.is_symlink() and dst.is_dir() and not dst.is_symlink():
         for child in src.iterdir():
             _merge(child, dst / child.name)
         return

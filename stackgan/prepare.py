@@ -3,6 +3,7 @@
 import importlib
 from pathlib import Path
 
+from stackgan.data import staging
 from stackgan.data.encoded_shards import STORAGES
 from stackgan.errors import UserError
 
@@ -18,11 +19,14 @@ def prepare(ds, raw: Path, out: Path, limit=None):
                         f"supports only pixels storage (encoded: {', '.join(ENCODED_LAYOUTS)}); remove the setting")
     if not raw.exists():
         raise UserError(f"raw folder {raw}/ does not exist; run `stackgan fetch {ds['name']}` first")
+    # Before any reading, and with one message whatever the layout: a folder in the way that
+    # prepare did not write is refused (staging.commit checks too, for readers called directly).
+    staging.claim_output(out, staging.written_by_prepare, staging.PREPARE)
     if ds["layout"] == "cub":
         from stackgan.data import cub
 
         expected = ds.get("expected_counts") if limit is None else None
-        cub.prepare(raw, out, views=ds["views"], limit=limit, expected_counts=expected)
+        cub.prepare(raw, out, views=ds["views"], limit=limit, expected_counts=expected, text_dim=ds.get("text_dim"))
         return out
     if ds["layout"] in ("oxford102", "coco", "lsun", "imagenet"):
         reader = importlib.import_module(f"stackgan.data.{ds['layout']}")
@@ -30,6 +34,8 @@ def prepare(ds, raw: Path, out: Path, limit=None):
         extra = {k: ds[k] for k in ("category", "subset") if k in ds}
         if ds["layout"] in ENCODED_LAYOUTS:
             extra["storage"] = storage
+        if ds["layout"] in ("oxford102", "coco"):
+            extra["text_dim"] = ds.get("text_dim")
         reader.prepare(raw, out, views=ds["views"], limit=limit, expected_counts=expected, **extra)
         return out
     if ds["layout"] in ("cifar10", "mnist", "svhn"):

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from stackgan import checkpoint
 from stackgan.atomic import atomic_path, write_json
 from stackgan.data.prepared import PreparedSplit
 from stackgan.errors import UserError
@@ -40,16 +41,32 @@ def load_model(cfg, device):
     path = Path(cfg["paths"]["model"])
     if not path.exists():
         raise UserError(f"{path} not found; run `stackgan train {cfg['name']}` first")
-    payload = torch.load(path, map_location="cpu", weights_only=False)
-    return payload, load_generator(payload, device)
+    payload = checkpoint.load_model(path, f"re-run `stackgan train {cfg['name']}` to write it again")
+    try:
+        g = load_generator(payload, device)
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UserError(f"{path} does not hold a generator this harness can build ({first[:160]}); "
+                        f"re-run `stackgan train {cfg['name']}` to write it again") from None
+    return payload, g
+
+
+def check_embeddings(cfg, split, text_dim):
+    """The test split has caption embeddings of the width the model was trained on (`text_dim`)."""
+    where = f"{cfg['data']['prepared_dir']}/test"
+    if split.embeddings is None:
+        raise UserError(f"{where} has no embeddings.npy; a text-conditional model needs "
+                        f"caption embeddings (re-run `stackgan prepare {cfg['data']['name']}`)")
+    width = split.embeddings.shape[-1]
+    if width != text_dim:
+        raise UserError(f"{where} holds {width}-wide caption embeddings but the model takes text_dim {text_dim}; "
+                        f"sample with the dataset the model was trained on (re-run `stackgan prepare "
+                        f"{cfg['data']['name']}` if its embeddings changed)")
 
 
 def caption_batches(cfg, g, split, batch_size):
     """Text-conditional families: (uint8 NHWC final images, items, per-branch uint8 images)."""
     ev = cfg["eval"]
-    if split.embeddings is None:
-        raise UserError(f"{cfg['data']['prepared_dir']}/test has no embeddings.npy; a text-conditional model needs "
-                        f"caption embeddings (re-run `stackgan prepare {cfg['data']['name']}`)")
     pairs = eval_pairs(split, ev["num_samples"])
     device = next(g.parameters()).device
     for start in range(0, len(pairs), batch_size):
@@ -89,16 +106,18 @@ def class_batches(cfg, payload, g, batch_size):
 def sample(cfg, device="cpu", batch_size=100):
     device = torch.device(device)
     payload, g = load_model(cfg, device)
-    out = Path(cfg["paths"]["samples"])
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     if payload["family"] == "sgan":
         batches = class_batches(cfg, payload, g, batch_size)
     elif not cfg.get("conditional", True):
         batches = noise_batches(cfg, g, batch_size)
     else:
-        batches = caption_batches(cfg, g, PreparedSplit(Path(cfg["data"]["prepared_dir"]), "test"), batch_size)
+        split = PreparedSplit(Path(cfg["data"]["prepared_dir"]), "test")
+        check_embeddings(cfg, split, payload["config"].get("text_dim"))
+        batches = caption_batches(cfg, g, split, batch_size)
+    out = Path(cfg["paths"]["samples"])
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
     items, grid_rows, resolution = [], [], None
     for final, chunk_items, branches in tqdm(batches, desc=f"sample {cfg['name']}", mininterval=2):
         for img, item in zip(final, chunk_items):
@@ -128,4 +147,11 @@ def read_samples(samples_dir):
     path = Path(samples_dir) / SAMPLES_FILE
     if not path.exists():
         raise UserError(f"{path} not found; run `stackgan sample` for this experiment first")
-    return json.loads(path.read_text())
+    try:
+        index = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UserError(f"{path} is not valid JSON ({err}); re-run `stackgan sample` for this experiment") from None
+    if not isinstance(index, dict) or not isinstance(index.get("items"), list) \
+            or not all(k in index for k in ("step", "resolution")):
+        raise UserError(f"{path} is not a samples index written by `stackgan sample`; re-run `stackgan sample`")
+    return index

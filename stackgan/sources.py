@@ -23,6 +23,8 @@ class RemoteFile:
     keep: after strip, only members under these prefixes are extracted (empty: all).
     expect: paths that must exist in the raw folder afterwards (catches an unexpected archive).
     optional: fetched only when the dataset's params set `fetch_optional: true`.
+    min_size: bytes below which a first download with no pinned checksum is refused (an error
+    page or a stub, not the file); set well under the real size, which is not published.
     """
 
     name: str
@@ -37,6 +39,7 @@ class RemoteFile:
     keep: tuple = ()
     expect: tuple = ()
     optional: bool = False
+    min_size: int | None = None
     note: str = field(default="", compare=False)
 
     def location(self) -> str:
@@ -65,13 +68,18 @@ CUB_URL = "https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz"
 OXFORD_URL = "https://www.robots.ox.ac.uk/~vgg/data/flowers/102/"
 COCO_URL = "http://images.cocodataset.org/"
 LSUN_URL = "http://dl.yf.io/lsun/scenes/"
+MB = 1 << 20
+# The train embeddings alone are (N, 10, 1024) float32, N = 8855 birds / 7034 flowers: > 250 MB,
+# which deflate hardly shrinks.
+EMBEDDING_ZIP_MIN = 50 * MB
 EMBEDDING_FILES = ("train/filenames.pickle", "train/char-CNN-RNN-embeddings.pickle",
                    "test/filenames.pickle", "test/char-CNN-RNN-embeddings.pickle")
 
 
 def _lsun(dataset: str, category: str) -> list[RemoteFile]:
     return _files(dataset, RemoteFile(f"{category}_train_lmdb.zip", url=f"{LSUN_URL}{category}_train_lmdb.zip",
-                                      unpack="zip", expect=(f"{category}_train_lmdb/data.mdb",)))
+                                      unpack="zip", expect=(f"{category}_train_lmdb/data.mdb",),
+                                      min_size=100 * MB))  # the exports are GBs of JPEGs
 
 
 SOURCES = {
@@ -82,9 +90,10 @@ SOURCES = {
         RemoteFile("CUB_200_2011.tgz", url=CUB_URL, unpack="tar",
                    expect=("CUB_200_2011/images.txt", "CUB_200_2011/bounding_boxes.txt")),
         RemoteFile("birds.zip", drive_id="0B3y_msrWZaXLT1BZdVdycDY5TEE", unpack="zip", strip="birds",
-                   expect=EMBEDDING_FILES, note="StackGAN birds metadata: filenames, char-CNN-RNN embeddings"),
+                   expect=EMBEDDING_FILES, min_size=EMBEDDING_ZIP_MIN,
+                   note="StackGAN birds metadata: filenames, char-CNN-RNN embeddings"),
         RemoteFile("cvpr2016_cub.tar.gz", drive_id="0B0ywwgffWnLLZW9uVHNjb2JmNlE", unpack="tar",
-                   strip="cvpr2016_cub", keep=("text_c10/",), optional=True,
+                   strip="cvpr2016_cub", keep=("text_c10/",), optional=True, min_size=MB,
                    note="Reed et al. captions (text_c10/<class>/<image>.txt), 10 per image"),
     ),
     # StackGAN-v1 TF Data/flowers: jpg/ from 102flowers.tgz, labels and split .mat files, the
@@ -95,9 +104,10 @@ SOURCES = {
         RemoteFile("imagelabels.mat", url=f"{OXFORD_URL}imagelabels.mat"),
         RemoteFile("setid.mat", url=f"{OXFORD_URL}setid.mat"),
         RemoteFile("flowers.zip", drive_id="0B3y_msrWZaXLaUc0UXpmcnhaVmM", unpack="zip", strip="flowers",
-                   expect=EMBEDDING_FILES, note="StackGAN flowers metadata: filenames, char-CNN-RNN embeddings"),
+                   expect=EMBEDDING_FILES, min_size=EMBEDDING_ZIP_MIN,
+                   note="StackGAN flowers metadata: filenames, char-CNN-RNN embeddings"),
         RemoteFile("cvpr2016_flowers.tar.gz", drive_id="0B0ywwgffWnLLcms2WWJQRFNSWXM", unpack="tar",
-                   strip="cvpr2016_flowers", keep=("text_c10/",), optional=True,
+                   strip="cvpr2016_flowers", keep=("text_c10/",), optional=True, min_size=MB,
                    note="Reed et al. captions (text_c10/class_xxxxx/image_xxxxx.txt)"),
     ),
     # StackGAN-Pytorch data/coco: train2014/ val2014/ images, annotations/ (captions), and the
@@ -109,9 +119,9 @@ SOURCES = {
         RemoteFile("annotations_trainval2014.zip", url=f"{COCO_URL}annotations/annotations_trainval2014.zip",
                    unpack="zip", expect=("annotations/captions_train2014.json",)),
         RemoteFile("stackgan-coco-train", drive_id="0B3y_msrWZaXLQXVzOENCY2E3TlU", unpack="auto", strip="coco",
-                   note="StackGAN COCO train embeddings"),
+                   min_size=50 * MB, note="StackGAN COCO train embeddings"),
         RemoteFile("stackgan-coco-eval", drive_id="0B3y_msrWZaXLeEs5MTg0RC1fa0U", unpack="auto", strip="coco",
-                   note="StackGAN COCO evaluation captions"),
+                   min_size=MB // 4, note="StackGAN COCO evaluation captions"),  # 64 float32 1024-d embeddings
     ),
     "lsun-bedroom": _lsun("lsun-bedroom", "bedroom"),
     "lsun-church": _lsun("lsun-church", "church_outdoor"),

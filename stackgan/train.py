@@ -11,6 +11,7 @@ process with the same global batch.
 import contextlib
 import hashlib
 import json
+import math
 import random
 from pathlib import Path
 
@@ -19,9 +20,9 @@ import torch
 from tqdm import tqdm
 
 from stackgan import checkpoint, distributed, reproducibility
-from stackgan.atomic import torch_save
+from stackgan.atomic import torch_save, write_bytes
 from stackgan.config import config_hash
-from stackgan.data.prepared import PreparedSplit
+from stackgan.data.prepared import PreparedSplit, check_prepared
 from stackgan.errors import UserError
 from stackgan.grids import write_branch_grid
 from stackgan.methods import build_method
@@ -94,8 +95,9 @@ def training_code_fingerprint():
 
 
 def total_steps(cfg, n_items):
+    """train.max_steps when given (config validation makes it positive), else the epochs' steps."""
     t = cfg["train"]
-    if t.get("max_steps"):
+    if t.get("max_steps") is not None:
         return int(t["max_steps"])
     if "joint_steps" in t:  # SGAN: independent phase, then joint phase
         return int(t["independent_steps"]) + int(t["joint_steps"])
@@ -129,30 +131,83 @@ def autocast(cfg, ctx):
     return torch.autocast(device_type=ctx.device.type, dtype=torch.bfloat16, enabled=bool(cfg["train"].get("amp")))
 
 
-def _live_logger(cfg, ctx, resume):
+def _live_logger(cfg, ctx, start):
     if not ctx.is_main:
         return contextlib.nullcontext(None)
     from dvclive import Live
 
-    return Live(cfg["paths"]["live"], resume=resume, save_dvc_exp=False, dvcyaml=None)
+    if start > 0:
+        trim_live_log(cfg["paths"]["live"], start)
+    return Live(cfg["paths"]["live"], resume=start > 0, save_dvc_exp=False, dvcyaml=None)
 
 
-def train(cfg, device_pref="auto", stop_after=None):
-    """Train to cfg's length (or stop after `stop_after` steps, for tests); returns the final step."""
+def trim_live_log(live_dir, step):
+    """Drop the rows logged after `step` from DVCLive's metric files. A run killed after logging
+    past its last checkpoint replays those steps when it resumes from it; each step must appear
+    once, with the value the replay gives. A row cut short by the kill goes too."""
+    for tsv in sorted((Path(live_dir) / "plots" / "metrics").rglob("*.tsv")):
+        lines = tsv.read_bytes().splitlines(keepends=True)
+        names = lines[0].rstrip(b"\r\n").split(b"\t") if lines else []
+        if not lines or not lines[0].endswith(b"\n") or b"step" not in names:
+            tsv.unlink()  # not even a whole header: DVCLive starts the file afresh
+            continue
+        kept = [row for row in lines[1:] if _logged_step(row, names) <= step]
+        if len(kept) < len(lines) - 1:
+            write_bytes(tsv, b"".join(lines[:1] + kept))
+
+
+def _logged_step(row, names):
+    """The step of a whole DVCLive row; infinity for one cut short."""
+    cells = row.rstrip(b"\r\n").split(b"\t")
+    whole = row.endswith(b"\n") and len(cells) == len(names)
+    step = cells[names.index(b"step")] if whole else b""
+    return int(step) if step.isdigit() else math.inf
+
+
+def check_text_width(cfg, split):
+    """Caption embeddings as wide as the networks' text input, before any step is taken (else
+    the mismatch surfaces as a shape error inside the first matrix product)."""
+    if "text_dim" not in cfg or not cfg.get("conditional", True) or split.embeddings is None:
+        return
+    width = split.embeddings.shape[-1]
+    if width != cfg["text_dim"]:
+        raise UserError(f"{split.dir / 'embeddings.npy'} holds {width}-wide caption embeddings but {cfg['name']} "
+                        f"has text_dim {cfg['text_dim']}; set text_dim: {width} for it in params.yaml or prepare "
+                        f"the dataset with {cfg['text_dim']}-wide embeddings")
+
+
+def check_finite(cfg, logs, step, saved):
+    """Stop at the first NaN or infinite loss: training on would only write a broken model. The
+    logged values are Python floats already, so this adds no device synchronisation."""
+    bad = next(((k, v) for k, v in logs.items() if not math.isfinite(v)), None)
+    if bad is None:
+        return
+    kept = f"the last good checkpoint (step {saved}) is kept" if saved else "no checkpoint was written"
+    raise UserError(f"training {cfg['name']} produced a non-finite loss at step {step} ({bad[0]} = {bad[1]}); "
+                    f"{kept} and no model.pt was written; lower optim.lr_g / optim.lr_d (or turn train.amp off) "
+                    "or check the prepared data, then train again")
+
+
+def train(cfg, device_pref="auto", stop_after=None, verify=False):
+    """Train to cfg's length (or stop after `stop_after` steps, for tests); returns the final step.
+    `verify` checks every prepared file's sha256 first (sizes are always checked)."""
     ctx = distributed.setup(device_pref)
     try:
-        return _train(cfg, ctx, stop_after)
+        return _train(cfg, ctx, stop_after, verify)
     finally:
         distributed.teardown()
 
 
-def _train(cfg, ctx, stop_after):
+def _train(cfg, ctx, stop_after, verify):
     prepared = Path(cfg["data"]["prepared_dir"])
     if not (prepared / "manifest.json").exists():
         ds = cfg["data"]["name"]
         raise UserError(f"{prepared} holds no prepared dataset; run `stackgan fetch {ds}` and "
                         f"`stackgan prepare {ds}` (or `dvc repro`) first")
+    if verify:
+        check_prepared(prepared)
     split = PreparedSplit(prepared, "train")
+    check_text_width(cfg, split)
     # torch's seed gives the network initialisation; numpy's and Python's global generators are
     # unused but saved in checkpoints, so they are seeded too (byte-reproducible checkpoints).
     torch.manual_seed(cfg["train"]["seed"])
@@ -164,7 +219,7 @@ def _train(cfg, ctx, stop_after):
         distributed.broadcast_module(net)
     dataset = method.make_dataset(split)
     t = cfg["train"]
-    end = total_steps(cfg, len(dataset))
+    end = final = total_steps(cfg, len(dataset))
     # The prepared data and the training code are part of what a checkpoint was trained on:
     # regenerated data or changed code (which is also when DVC re-runs this stage) starts fresh.
     cfg["data"]["fingerprint"] = hashlib.sha256(json.dumps(split.manifest["files"], sort_keys=True).encode()).hexdigest()
@@ -185,6 +240,7 @@ def _train(cfg, ctx, stop_after):
               f"{ctx.world} process(es) on {ctx.device}", flush=True)
     if stop_after is not None:
         end = min(end, start + stop_after)
+    saved = start  # the step of this run's newest checkpoint on disk (0: none)
 
     sampler = StepBatches(len(dataset), t["batch_size"], ctx.rank, ctx.world, t["seed"], start, end)
     loader = torch.utils.data.DataLoader(
@@ -194,8 +250,9 @@ def _train(cfg, ctx, stop_after):
     grid_batch = None if hasattr(method, "write_grid") else fixed_grid_batch(cfg, prepared)
     fmt = torch.channels_last if t.get("channels_last") else torch.contiguous_format
     step = start
-    with _live_logger(cfg, ctx, resume=start > 0) as live:
-        bar = tqdm(total=end - start, initial=0, desc=cfg["name"], disable=not ctx.is_main, mininterval=2)
+    # The bar is closed on an error too, so the error's line starts a line of its own.
+    bar = tqdm(total=end - start, initial=0, desc=cfg["name"], disable=not ctx.is_main, mininterval=2)
+    with _live_logger(cfg, ctx, start) as live, bar:
         for batch in loader:
             epoch = step // sampler.iters_per_epoch
             method.on_epoch(epoch)
@@ -204,22 +261,25 @@ def _train(cfg, ctx, stop_after):
             with autocast(cfg, ctx):
                 logs = method.train_step(to_device(batch, ctx.device, fmt), noise, step)
             step += 1
+            check_finite(cfg, logs, step, saved)
             bar.update(1)
             # Only values that the same run reproduces go into the DVC-tracked log (no wall-clock
-            # speed: tqdm shows it), each at the step that produced it.
-            if live is not None and (step % t["log_every"] == 0 or step == end):
+            # speed: tqdm shows it), each at the step that produced it: the cadence and the run's
+            # last step, not where a --stop-after segment ends, so a run in pieces logs the same rows.
+            if live is not None and (step % t["log_every"] == 0 or step == final):
                 live.step = step
                 for k, v in logs.items():
                     live.log_metric(f"train/{k}", v)
                 live.next_step()
-            if ctx.is_main and step % t["checkpoint_every"] == 0 and step < end:
-                checkpoint.save(ckpt_dir, method, step, h)
+            if step % t["checkpoint_every"] == 0 and step < end:
+                if ctx.is_main:
+                    checkpoint.save(ckpt_dir, method, step, h)
+                saved = step
             if ctx.is_main and step % t["grid_every"] == 0:
                 write_grid(method, grid_batch, Path(cfg["paths"]["grids"]) / f"step{step:07d}.png")
-        bar.close()
     if ctx.is_main:
         checkpoint.save(ckpt_dir, method, step, h)
-        if step == total_steps(cfg, len(dataset)):
+        if step == final:
             write_grid(method, grid_batch, Path(cfg["paths"]["grids"]) / "final.png")
             save_model(cfg, method, step, h)
     distributed.barrier()

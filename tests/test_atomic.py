@@ -1,3 +1,6 @@
+import os
+import stat
+
 import pytest
 import torch
 
@@ -20,3 +23,29 @@ def test_failed_write_leaves_neither_file_nor_temporary(tmp_path):
         raise RuntimeError("killed")
     assert (tmp_path / "m.json").read_text() == '{\n  "v": 1\n}\n'
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test; the original comes back afterwards."""
+    original = os.umask(0o022)
+    os.umask(original)
+    yield lambda mask: os.umask(mask)
+    os.umask(original)
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077])
+def test_written_files_get_the_mode_open_would_give(tmp_path, umask, mask):
+    # mkstemp creates 0600 files; outputs must be as readable as any other file the user writes.
+    umask(mask)
+    with open(tmp_path / "plain", "w"):
+        pass
+    write_json(tmp_path / "m.json", {"v": 1})
+    torch_save({"w": torch.zeros(2)}, tmp_path / "t.pt")
+    with atomic_path(tmp_path / "grid.png") as tmp:
+        tmp.write_bytes(b"png")
+    expected = 0o666 & ~mask
+    assert stat.S_IMODE((tmp_path / "plain").stat().st_mode) == expected
+    for name in ("m.json", "t.pt", "grid.png"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == expected, name
+    assert os.umask(mask) == mask  # reading the umask left it as it was

@@ -112,7 +112,8 @@ def test_metadata_and_manifest(prepared):
     assert manifest["splits"]["train"]["count"] == 4 and manifest["splits"]["test"]["count"] == 2
     assert manifest["splits"]["train"]["num_classes"] == 2 and manifest["splits"]["test"]["num_classes"] == 1
     assert manifest["views"]["crop"]["mode"] == "crop" and manifest["views"]["sq16"]["resample"] == "bicubic"
-    written = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()} - {"manifest.json"}
+    written = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()} - {"manifest.json",
+                                                                                         ".stackgan-prepared"}
     assert set(manifest["files"]) == written
     for rel, digest in manifest["files"].items():
         assert hashlib.sha256((out / rel).read_bytes()).hexdigest() == digest

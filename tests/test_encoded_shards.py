@@ -208,11 +208,14 @@ def test_a_corrupt_stored_image_names_shard_item_and_remedy(tmp_path):
     with pytest.raises(UserError, match=r"cannot be decoded"):
         ImageOnlyDataset(split, "short76", [64])[last]
 
+    intact = data_path.read_bytes()
     with open(data_path, "r+b") as f:
         f.truncate(offset + length // 2)
-    with pytest.raises(UserError, match=rf"item {last} .* is cut short \({length // 2} of {length} bytes"):
-        PreparedSplit(out, "train").image("short76", last)
+    with pytest.raises(UserError, match=rf"{data_path} is {offset + length // 2} bytes, the manifest says "
+                                        rf"{offset + length}; the prepared data is damaged"):
+        PreparedSplit(out, "train")
 
+    data_path.write_bytes(intact)
     index[0, 2] += 1  # the index no longer matches what the bytes decode to
     np.save(index_path, index)
     with pytest.raises(UserError, match=r"item 0 .* decodes to 20x24, but the index records 21x24"):

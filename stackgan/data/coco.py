@@ -212,12 +212,13 @@ def _items(raw: Path, keys):
         yield key, staging.decode_rgb(path, path, _images_remedy(raw, path.parent.name))
 
 
-def prepare(raw_dir, out_dir, views: dict, limit=None, expected_counts=None) -> dict:
+def prepare(raw_dir, out_dir, views: dict, limit=None, expected_counts=None, text_dim=None) -> dict:
     """Resize and shard COCO 2014 with StackGAN's embeddings; returns the manifest written.
 
     views: as in cub.prepare (mode "crop" keeps the whole image). limit: images per split
     (spread over classes; without class_info: the first `limit`). expected_counts: checked
     when limit is None.
+    text_dim: the embedding width required, as in cub.prepare.
     """
     raw, out_dir = Path(raw_dir), Path(out_dir)
     views = check_views(views)
@@ -232,7 +233,7 @@ def prepare(raw_dir, out_dir, views: dict, limit=None, expected_counts=None) -> 
             meta, test_source = _t7_test_split(raw, tables)
         else:
             listing = raw / split / "filenames.pickle"
-            meta = staging.read_embedding_metadata(raw / split, _metadata_remedy(raw, split))
+            meta = staging.read_embedding_metadata(raw / split, _metadata_remedy(raw, split), text_dim)
             _check_keys(raw, split, meta)
         check_count(split, len(meta["keys"]), expected_counts, limit, listing)
         if limit is not None:

@@ -9,6 +9,7 @@ Output: the prepared format of stackgan/data/prepared.py, written by staging.py 
 folder renamed into place only when complete).
 """
 
+import math
 import os
 import re
 from pathlib import Path
@@ -62,38 +63,57 @@ def check_layout(raw: Path):
             raise UserError(f"{cub / name} not found; {_images_hint(raw)}")
 
 
-def _read_rows(path: Path, columns: int) -> list[list[str]]:
+def _reextract(path: Path) -> str:
+    return f"the file is damaged, re-extract {path.name} from CUB_200_2011.tgz"
+
+
+def _read_rows(path: Path, columns: int) -> list[tuple[int, list[str]]]:
+    """(line number, fields) per non-blank line."""
     rows = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
         if not line.strip():
             continue
         fields = line.split()
         if len(fields) != columns:
-            raise UserError(f"{path} line {number}: expected {columns} fields, got {len(fields)}; "
-                            "the file is damaged, re-extract it from CUB_200_2011.tgz")
-        rows.append(fields)
+            raise UserError(f"{path} line {number}: expected {columns} fields, got {len(fields)}; {_reextract(path)}")
+        rows.append((number, fields))
     return rows
 
 
-def read_image_table(cub: Path) -> dict[str, tuple[str, tuple[int, int, int, int]]]:
-    """key -> (relative image path, bbox (x, y, w, h) as ints); row i of images.txt pairs with
-    row i of bounding_boxes.txt, as in the reference loaders."""
+def _parse_bbox(path: Path, number: int, fields: list[str]) -> tuple[int, int, int, int]:
+    try:
+        values = [float(v) for v in fields]
+    except ValueError:
+        values = None
+    if values is None or not all(math.isfinite(v) for v in values):
+        raise UserError(f"{path} line {number}: {' '.join(fields)!r} is not four finite numbers; {_reextract(path)}")
+    bbox = tuple(int(v) for v in values)  # the reference reads them as int
+    if bbox[2] <= 0 or bbox[3] <= 0:
+        raise UserError(f"{path} line {number}: box {bbox} has a width or height below 1; {_reextract(path)}")
+    return bbox
+
+
+def _image_rows(cub: Path) -> dict[str, tuple[str, tuple[int, int, int, int], int]]:
+    """key -> (relative image path, bbox (x, y, w, h) as ints, its line in bounding_boxes.txt);
+    row i of images.txt pairs with row i of bounding_boxes.txt, as in the reference loaders."""
+    boxes_path = cub / "bounding_boxes.txt"
     images = _read_rows(cub / "images.txt", 2)
-    boxes = _read_rows(cub / "bounding_boxes.txt", 5)
+    boxes = _read_rows(boxes_path, 5)
     if len(images) != len(boxes):
-        raise UserError(f"{cub / 'bounding_boxes.txt'} has {len(boxes)} rows but images.txt has "
+        raise UserError(f"{boxes_path} has {len(boxes)} rows but images.txt has "
                         f"{len(images)}; one is truncated, re-extract both from CUB_200_2011.tgz")
     table = {}
-    for (image_id, rel), (box_id, *box) in zip(images, boxes):
+    for (_, (image_id, rel)), (number, (box_id, *box)) in zip(images, boxes):
         if image_id != box_id:
-            raise UserError(f"{cub / 'bounding_boxes.txt'}: row for image id {box_id} is paired with "
+            raise UserError(f"{boxes_path} line {number}: row for image id {box_id} is paired with "
                             f"images.txt id {image_id}; the files do not match, re-extract both")
-        try:
-            bbox = tuple(int(float(v)) for v in box)  # the reference reads them as int
-        except ValueError:
-            raise UserError(f"{cub / 'bounding_boxes.txt'}: bad numbers for image id {box_id}; re-extract it")
-        table[os.path.splitext(rel)[0]] = (rel, bbox)
+        table[os.path.splitext(rel)[0]] = (rel, _parse_bbox(boxes_path, number, box), number)
     return table
+
+
+def read_image_table(cub: Path) -> dict[str, tuple[str, tuple[int, int, int, int]]]:
+    """key -> (relative image path, bbox (x, y, w, h) as ints)."""
+    return {key: (rel, bbox) for key, (rel, bbox, _) in _image_rows(cub).items()}
 
 
 def bbox_crop_box(bbox, width: int, height: int) -> tuple[int, int, int, int]:
@@ -111,50 +131,23 @@ def load_rgb(path: Path) -> Image.Image:
     return staging.decode_rgb(path, path, "re-download and re-extract CUB_200_2011.tgz")
 
 
-def _load_pickle(path: Path):
-    """One of the authors' birds metadata pickles (written by Python 2)."""
-    return staging.load_py2_pickle(path, f"re-download the metadata (Google Drive id {BIRDS_DRIVE_ID})")
-
-
-def read_split_metadata(raw: Path, split: str) -> dict:
-    folder = raw / split
-    keys = _load_pickle(folder / "filenames.pickle")
-    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
-        raise UserError(f"{folder / 'filenames.pickle'} does not hold a list of keys; re-download it")
-    emb_path = folder / "char-CNN-RNN-embeddings.pickle"
-    try:
-        embeddings = np.asarray(_load_pickle(emb_path), dtype=np.float32)
-    except ValueError:
-        raise UserError(f"{emb_path} does not hold an array of embeddings; re-download it") from None
-    if embeddings.ndim == 2:
-        embeddings = embeddings[:, None, :]
-    if embeddings.ndim != 3 or len(embeddings) != len(keys):
-        raise UserError(f"{emb_path} holds embeddings of shape {embeddings.shape} for {len(keys)} "
-                        f"filenames; the metadata files do not match, re-download them together")
-    info_path = folder / "class_info.pickle"
-    if info_path.is_file():
-        class_ids = np.asarray(_load_pickle(info_path), dtype=np.int64).reshape(-1)
-        if len(class_ids) != len(keys):
-            raise UserError(f"{info_path} has {len(class_ids)} entries for {len(keys)} filenames; "
-                            "re-download the metadata")
-    else:  # the reference then treats each image as its own class (wrong-image sampling)
-        class_ids = np.arange(len(keys), dtype=np.int64)
-    return {"keys": keys, "embeddings": embeddings, "class_ids": class_ids,
-            "class_info": info_path.is_file()}
-
-
 def read_attributes(path: Path):
     """(names, values per name, key -> ids) from synthetic_attributes.txt."""
     names, values, table = [], {}, {}
-    for line in path.read_text().splitlines():
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
         header = re.fullmatch(r"# (\w+): ((?:\d+=\S+ ?)+)", line)
         if header:
             names.append(header.group(1))
             values[header.group(1)] = [item.split("=", 1)[1] for item in header.group(2).split()]
-        elif line and not line.startswith("#"):
+        elif line.strip() and not line.startswith("#"):
             key, *ids = line.split()
             if len(ids) != len(names):
-                raise UserError(f"{path}: line for {key} has {len(ids)} ids, header names {len(names)}; regenerate it")
+                raise UserError(f"{path} line {number}: {key} has {len(ids)} ids, the header names {len(names)} "
+                                "attributes; regenerate the synthetic dataset")
+            # an id is a position in its attribute's header list
+            if not all(v.isdecimal() and int(v) < len(values[n]) for v, n in zip(ids, names)):
+                raise UserError(f"{path} line {number}: ids {' '.join(ids)!r} are not all attribute value ids "
+                                "listed in the header; regenerate the synthetic dataset")
             table[key] = [int(v) for v in ids]
     return names, values, table
 
@@ -190,13 +183,18 @@ def _per_image(raw: Path, meta: dict, attributes, text_dir) -> dict:
 
 def _crops(raw: Path, table: dict, keys):
     """(key, bbox crop) for each key, as the reference's custom_crop gives it."""
+    boxes_path = raw / "CUB_200_2011" / "bounding_boxes.txt"
     for key in keys:
-        rel, bbox = table[key]
+        rel, bbox, number = table[key]
         img = load_rgb(raw / "CUB_200_2011" / "images" / rel)
-        box = bbox_crop_box(bbox, *img.size)
+        (x, y, w, h), (width, height) = bbox, img.size
+        box = bbox_crop_box(bbox, width, height)
+        if x >= width or y >= height or x + w <= 0 or y + h <= 0:
+            raise UserError(f"{boxes_path} line {number}: box {bbox} of {key} lies outside its {width}x{height} "
+                            f"image; {_reextract(boxes_path)}")
         if box[2] <= box[0] or box[3] <= box[1]:
-            raise UserError(f"{raw / 'CUB_200_2011' / 'bounding_boxes.txt'}: box {bbox} of {key} "
-                            f"crops nothing from its {img.size[0]}x{img.size[1]} image; re-extract it")
+            raise UserError(f"{boxes_path} line {number}: box {bbox} of {key} crops nothing from its "
+                            f"{width}x{height} image; {_reextract(boxes_path)}")
         yield key, img.crop(box)
 
 
@@ -208,7 +206,7 @@ def _split_summary(meta: dict, text_dir) -> dict:
             "captions": text_dir is not None}
 
 
-def prepare(raw_dir, out_dir, views: dict, limit=None, expected_counts=None, dataset=None) -> dict:
+def prepare(raw_dir, out_dir, views: dict, limit=None, expected_counts=None, dataset=None, text_dim=None) -> dict:
     """Crop, resize and shard a CUB-layout dataset; returns the manifest written to out_dir.
 
     views: {name: {"mode": "short"|"square"|"crop", "size": int, "resample": "bilinear"|...}}.
@@ -216,19 +214,21 @@ def prepare(raw_dir, out_dir, views: dict, limit=None, expected_counts=None, dat
     expected_counts: {"train": 8855, "test": 2933}; checked when limit is None.
     dataset: the name recorded in the manifest (default "synthetic" when the raw folder holds
     synthetic_attributes.txt, else "cub").
+    text_dim: the embedding width required (staging.TEXT_DIM for the authors' pickles; None: any).
     """
     raw, out_dir = Path(raw_dir), Path(out_dir)
     views = check_views(views)
     staging.check_limit(limit)
     staging.check_output(out_dir)
     check_layout(raw)
-    table = read_image_table(raw / "CUB_200_2011")
+    table = _image_rows(raw / "CUB_200_2011")
     attr_path = raw / ATTRIBUTE_FILE
     attr_names, attr_values, attributes = (read_attributes(attr_path) if attr_path.is_file()
                                            else (None, None, None))
     # V2 reads text/, StackGAN-v1 TF text_c10/; captions are optional (never used in training)
     text_dir = next((raw / d for d in ("text", "text_c10") if (raw / d).is_dir()), None)
-    metas = {split: read_split_metadata(raw, split) for split in SPLITS}
+    remedy = f"re-download the metadata (Google Drive id {BIRDS_DRIVE_ID})"
+    metas = {split: staging.read_embedding_metadata(raw / split, remedy, text_dim) for split in SPLITS}
     for split, meta in metas.items():
         expected = (expected_counts or {}).get(split)
         if limit is None and expected is not None and len(meta["keys"]) != expected:

@@ -19,7 +19,7 @@ import numpy as np
 import PIL
 from PIL import Image, features
 
-from stackgan.data.shards import AppendingWriter, map_bytes
+from stackgan.data.shards import AppendingWriter, check_packed, damaged, load_index, map_bytes
 from stackgan.data.views import make_view
 from stackgan.errors import UserError
 
@@ -111,9 +111,21 @@ class EncodedShardReader:
         for path in (self.data_path, self.index_path, self.probe_path):
             if not path.is_file():
                 raise UserError(f"{path} not found; the prepared split is incomplete, {self.remedy}")
-        self.probe = json.loads(self.probe_path.read_text())
-        self._index = None
+        self.probe = self._read_probe(dataset)
+        index = load_index(self.index_path, 4, dataset, mmap_mode="r")
+        check_packed(self.data_path, index[:, 0], index[:, 1], self.index_path, dataset)
+        self._index = index
         self._data = None
+
+    def _read_probe(self, dataset) -> dict:
+        try:
+            probe = json.loads(self.probe_path.read_text())
+        except (ValueError, UnicodeDecodeError):
+            probe = None
+        if not (isinstance(probe, dict) and isinstance(probe.get("items"), int)
+                and isinstance(probe.get("views"), dict) and "decoder" in probe):
+            raise damaged(f"{self.probe_path} is not the probe record prepare writes", dataset)
+        return probe
 
     def __getstate__(self):
         state = self.__dict__.copy()

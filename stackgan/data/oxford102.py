@@ -107,11 +107,12 @@ def _items(raw: Path, keys):
         yield key, staging.decode_rgb(raw / f"{key}.jpg", raw / f"{key}.jpg", _images_remedy(raw))
 
 
-def prepare(raw_dir, out_dir, views: dict, limit=None, expected_counts=None) -> dict:
+def prepare(raw_dir, out_dir, views: dict, limit=None, expected_counts=None, text_dim=None) -> dict:
     """Resize and shard Oxford-102 with StackGAN's split; returns the manifest written to out_dir.
 
     views: as in cub.prepare (mode "crop" keeps the whole image). limit: images per split,
     spread over classes. expected_counts: {"train": 7034, "test": 1155}, checked when limit is None.
+    text_dim: the embedding width required, as in cub.prepare.
     """
     raw, out_dir = Path(raw_dir), Path(out_dir)
     views = check_views(views)
@@ -120,7 +121,7 @@ def prepare(raw_dir, out_dir, views: dict, limit=None, expected_counts=None) -> 
     check_layout(raw)
     labels, listed = read_official_labels(raw)
     text_dir = raw / "text_c10" if (raw / "text_c10").is_dir() else None
-    metas = {split: staging.read_embedding_metadata(raw / split, _metadata_remedy(raw)) for split in SPLITS}
+    metas = {split: staging.read_embedding_metadata(raw / split, _metadata_remedy(raw), text_dim) for split in SPLITS}
     for split, meta in metas.items():
         check_count(split, len(meta["keys"]), expected_counts, limit, raw / split / "filenames.pickle")
         _check_keys(raw, split, meta, labels, listed)

@@ -12,6 +12,39 @@ import numpy as np
 from stackgan.errors import UserError
 
 
+def damaged(what: str, dataset=None) -> UserError:
+    """The one-line error for prepared data that no longer matches what prepare wrote."""
+    return UserError(f"{what}; the prepared data is damaged: run `stackgan prepare {dataset or '<dataset>'}` "
+                     "again (or `dvc repro`)")
+
+
+def load_npy(path: Path, dataset=None, mmap_mode=None) -> np.ndarray:
+    """np.load with a truncated or foreign file named as damage (allow_pickle stays False)."""
+    try:
+        return np.load(path, mmap_mode=mmap_mode)
+    except (ValueError, EOFError) as err:
+        raise damaged(f"{path} cannot be read as a numpy array ({err})", dataset) from None
+
+
+def load_index(path: Path, columns: int, dataset=None, mmap_mode=None) -> np.ndarray:
+    """A shard index: int64 (N, columns) of non-negative offsets, lengths and sizes."""
+    index = load_npy(path, dataset, mmap_mode)
+    if index.ndim != 2 or index.shape[1] != columns or index.dtype != np.int64 or (index < 0).any():
+        raise damaged(f"{path} is not an index of non-negative int64 (N, {columns}) entries "
+                      f"(got {index.dtype} {index.shape})", dataset)
+    return index
+
+
+def check_packed(data_path: Path, offsets, lengths, index_path: Path, dataset=None):
+    """The writers store items back to back, so the index must tile the data file exactly: a
+    truncated shard fails when it is opened, not as a reshape error at some later item."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    starts = np.cumsum(lengths) - lengths
+    expected, actual = int(lengths.sum()), data_path.stat().st_size
+    if not np.array_equal(np.asarray(offsets), starts) or actual != expected:
+        raise damaged(f"{data_path} is {actual} bytes, its index {index_path.name} describes {expected}", dataset)
+
+
 def shard_paths(split_dir, view: str) -> tuple[Path, Path]:
     split_dir = Path(split_dir)
     return split_dir / f"images_{view}.u8", split_dir / f"images_{view}.idx.npy"
@@ -64,12 +97,14 @@ class ShardWriter(AppendingWriter):
 class ShardReader:
     """Random access to a shard; `reader[i]` is a read-only (H, W, 3) uint8 view."""
 
-    def __init__(self, split_dir, view: str):
+    def __init__(self, split_dir, view: str, dataset=None):
         self.data_path, self.index_path = shard_paths(split_dir, view)
         if not self.data_path.is_file() or not self.index_path.is_file():
             raise UserError(f"{self.data_path}: no image shard for view '{view}'; "
                             "run `stackgan prepare` with this view")
-        self.index = np.load(self.index_path)
+        self.index = load_index(self.index_path, 3, dataset)
+        check_packed(self.data_path, self.index[:, 0], self.index[:, 1] * self.index[:, 2] * 3, self.index_path,
+                     dataset)
         self._data = None
 
     def _mapped(self) -> np.ndarray:

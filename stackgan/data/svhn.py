@@ -33,8 +33,9 @@ def read_mat(path: Path):
     if x.dtype != np.uint8 or x.ndim != 4 or x.shape[:3] != (32, 32, 3) or x.shape[3] != len(y):
         raise UserError(f"{path}: X is {x.dtype} {x.shape} for {len(y)} labels, expected 32x32x3xN uint8; "
                         f"re-download it from {URL}")
-    if len(y) and (y.min() < 1 or y.max() > 10):
-        raise UserError(f"{path}: labels must be 1..10 (10 = digit 0); re-download it from {URL}")
+    # a float label must be whole: NaN would pass the range test and cast to garbage
+    if y.dtype.kind not in "iuf" or not np.isin(y, np.arange(1, 11)).all():
+        raise UserError(f"{path}: labels must be the integers 1..10 (10 = digit 0); re-download it from {URL}")
     return x.transpose(3, 0, 1, 2).copy(), (y.astype(np.int64) % 10)
 
 

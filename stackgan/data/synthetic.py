@@ -28,19 +28,15 @@ exactly like the authors' files.
 """
 
 import colorsys
-import contextlib
 import io
-import os
 import re
-import shutil
 import struct
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from stackgan.data import text_encoder
+from stackgan.data import staging, text_encoder
 from stackgan.errors import UserError
 
 ATTRIBUTES = {
@@ -335,31 +331,35 @@ def _write_dataset(root: Path, num_images: int, seed: int):
         _write(root / split / "char-CNN-RNN-embeddings.pickle", py2_pickle_bytes(embeddings))
 
 
+# Signs a generated folder, so that generate replaces only folders it wrote itself.
+MARKER = ".stackgan-synthetic"
+WRITER = "stackgan fetch synthetic"
+LAYOUT = {"CUB_200_2011", "text", "train", "test", ATTRIBUTE_FILE}  # the top level _write_dataset makes
+
+
+def _generated(folder: Path) -> bool:
+    """Marked by generate, or (written before markers existed) holding only the layout's top-level
+    names with the ground-truth file starting with its header."""
+    if staging.marked(folder, MARKER, WRITER):
+        return True
+    truth = folder / ATTRIBUTE_FILE
+    if not truth.is_file() or not {p.name for p in folder.iterdir()} <= LAYOUT:
+        return False
+    with open(truth, "rb") as f:
+        return f.readline() == _attribute_header().encode().splitlines(keepends=True)[0]
+
+
 def generate(out_dir, num_images: int = 3000, seed: int = 0) -> Path:
     """Write the dataset to `out_dir` (same bytes for the same arguments); returns the path.
 
-    Written into a temporary folder beside out_dir and renamed, so an interrupted run leaves
-    no partial dataset. An existing earlier synthetic dataset at out_dir is replaced; any
-    other non-empty folder is refused.
+    Written into a staging folder beside out_dir and renamed (staging.staged), so an interrupted
+    run leaves no partial dataset. An earlier synthetic dataset at out_dir is replaced; any other
+    non-empty folder is refused.
     """
     out_dir = Path(out_dir)
     if num_images < len(CLASSES):
         raise UserError(f"synthetic: num_images={num_images} leaves classes empty; use at least {len(CLASSES)}")
-    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / ATTRIBUTE_FILE).exists():
-        raise UserError(f"{out_dir} is not empty and holds no synthetic dataset; choose an empty or new folder")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
+    with staging.staged(out_dir, _generated, WRITER) as tmp:
         _write_dataset(tmp, num_images, seed)
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
-            os.replace(out_dir, old / "d")
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            shutil.rmtree(tmp)
-        raise
+        staging.mark(tmp, MARKER, WRITER, num_images=num_images, seed=seed)
     return out_dir

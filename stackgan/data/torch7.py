@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import torchfile
 
+from stackgan.data.staging import TEXT_DIM as EMBEDDING_DIM
 from stackgan.errors import UserError
 
-EMBEDDING_DIM = 1024
 DEFAULT_REMEDY = "re-create it with get_embedding.lua or download it again"
 
 
@@ -87,5 +87,10 @@ def read_caption_embeddings(path, remedy: str = DEFAULT_REMEDY) -> tuple[list[st
             raise UserError(f"{path}: fea_txt[{i + 1}] is {shape}, not a 1x{EMBEDDING_DIM} float tensor; {remedy}")
         if not _inside_storage(tensor):
             raise UserError(f"{path} is cut off (fea_txt[{i + 1}] reaches past the end of the file); {remedy}")
-        embeddings[i] = tensor.reshape(-1)
+        with np.errstate(over="ignore"):  # values beyond float32 become inf, refused below
+            embeddings[i] = tensor.reshape(-1)
+    finite = np.isfinite(embeddings).all(axis=1)
+    if not finite.all():
+        raise UserError(f"{path}: fea_txt[{int(np.flatnonzero(~finite)[0]) + 1}] holds NaN or infinite values "
+                        f"(as float32); {remedy}")
     return captions, embeddings

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from stackgan import checkpoint
 from stackgan.data.loader import ImageOnlyDataset, TextImageDataset
 from stackgan.errors import UserError
 from stackgan.losses import v1 as L
@@ -104,8 +105,8 @@ def load_parent(cfg):
     path = parent_model_path(cfg)
     if not path.exists():
         raise UserError(f"{path} not found; run `stackgan train {cfg['parent']}` first (Stage-II '{name}' starts from it)")
-    payload = torch.load(path, map_location="cpu", weights_only=False)
-    pcfg = payload.get("config", {})
+    payload = checkpoint.load_model(path, f"re-run `stackgan train {cfg['parent']}` (Stage-II '{name}' starts from it)")
+    pcfg = payload["config"]
     if payload.get("family") != "v1" or pcfg.get("stage") != 1:
         raise UserError(f"{path} is not a StackGAN-v1 Stage-I model; point experiments.{name}.parent at one")
     keys = STAGE1_KEYS + tuple(KEY_DEFAULTS)

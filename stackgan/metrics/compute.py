@@ -1,10 +1,9 @@
-"""Score images under named protocols, every IS and FID through torch_fidelity.calculate_metrics.
+"""Score images under named protocols; IS and FID are torch-fidelity's (see fidelity.py for how
+it is called: it never reads a file itself).
 
-Reference statistics cache: torch-fidelity keys its cache by input name, extractor name and
-layer only, so a new weights file would silently reuse stale statistics. We hand it a cache
-name that is a hash of everything the statistics depend on (reference content, resize rule
-and size, extractor, layer, weights sha256, torch-fidelity version); generated samples are
-never cached.
+Reference statistics cache: keyed by a hash of everything the statistics depend on (reference
+content, resize rule and size, extractor, layer, weights sha256, torch-fidelity version), so a
+new weights file never meets stale statistics; generated samples are never cached.
 """
 
 import hashlib
@@ -16,41 +15,30 @@ import torch_fidelity
 
 import stackgan.metrics.finetuned_inception  # noqa: F401  (registers inception-v3-ft)
 from stackgan.errors import UserError
+from stackgan.metrics import fidelity
 from stackgan.metrics import weights as weights_lookup
 from stackgan.metrics.images import (
-    RESIZE_RULE, ScoredView, as_dataset, content_sha256, describe_source, list_image_files,
+    RESIZE_RULE, ScoredView, as_dataset, content_sha256, describe_source, list_image_files, require_one_size,
 )
 from stackgan.metrics.msssim import mean_ms_ssim
 from stackgan.metrics.protocols import get_protocol
 from stackgan.metrics.synthetic_classifier import capacc, load_classifier
 
-# torch-fidelity's default seed for the shuffle before IS splits; recorded with each IS.
-ISC_SHUFFLE_SEED = 2020
-
 
 def resolve_weights(protocol, weights, classifier_dir):
+    """(weights file or None, what to do about a bad one): a given file wins over a located one."""
     if isinstance(weights, (str, Path)):
-        return Path(weights)
-    given = weights or {}
-    for key in (protocol.model, protocol.extractor):
-        if key in given:
-            return Path(given[key])
-    if protocol.model is None:
-        return None
-    return weights_lookup.locate(protocol.model, classifier_dir)
-
-
-def _fidelity_kwargs(protocol, weights_path, batch_size, cuda, verbose):
-    return dict(
-        feature_extractor=protocol.extractor,
-        feature_extractor_weights_path=None if weights_path is None else str(weights_path),
-        batch_size=batch_size,
-        cuda=cuda,
-        # DataLoader worker processes only pay off when a GPU waits on image decoding.
-        save_cpu_ram=not cuda,
-        rng_seed=ISC_SHUFFLE_SEED,
-        verbose=verbose,
-    )
+        path = Path(weights)
+    else:
+        given = weights or {}
+        key = next((k for k in (protocol.model, protocol.extractor) if k in given), None)
+        path = Path(given[key]) if key is not None else None
+    if path is not None and not path.is_file():
+        raise UserError(f"weights file {path} not found; pass an existing file for {protocol.name} "
+                        f"(e.g. to --extractor-weights)")
+    if path is None and protocol.model is not None:
+        path = weights_lookup.locate(protocol.model, classifier_dir)
+    return path, weights_lookup.remedy(protocol.model)
 
 
 def reference_cache_name(protocol, ref_view, reference_key, weights_sha):
@@ -68,31 +56,27 @@ def reference_cache_name(protocol, ref_view, reference_key, weights_sha):
 
 
 def reference_stats_file(cache_name, protocol):
-    """torch-fidelity's file name for an input's FID statistics (metric_fid.py, 0.4.0): a
-    torch.save'd {"mu", "sigma"} of numpy arrays, read back when `input2_cache_name` matches."""
-    return f"{cache_name}-{protocol.extractor}-stat-fid-{protocol.feature_layer}.pt"
+    """File name of an input's FID statistics (fidelity.save_statistics)."""
+    return f"{cache_name}-{protocol.extractor}-stat-fid-{protocol.feature_layer}.npz"
 
 
-def _score_is(protocol, view, kwargs):
-    out = torch_fidelity.calculate_metrics(
-        input1=view, isc=True, isc_splits=protocol.splits, feature_layer_isc=protocol.feature_layer,
-        cache=False, **kwargs,
-    )
-    return out[torch_fidelity.KEY_METRIC_ISC_MEAN], out[torch_fidelity.KEY_METRIC_ISC_STD]
+def _score_is(protocol, view, net, batch_size, cuda, verbose):
+    feats = fidelity.features(view, net, protocol.feature_layer, batch_size, cuda, verbose)
+    return fidelity.inception_score(feats, protocol.splits)
 
 
-def _score_fid(protocol, view, ref_view, kwargs, cache_dir, cache_name):
-    cache = {"cache": False}
-    if cache_dir is not None:
-        cache = {"cache": True, "cache_root": str(cache_dir), "input2_cache_name": cache_name}
-    out = torch_fidelity.calculate_metrics(
-        input1=view, input2=ref_view, fid=True, feature_layer_fid=protocol.feature_layer, **cache, **kwargs
-    )
-    if cache_dir is not None:
-        # Only the statistics are read back on a hit; the per-image features are dead weight.
-        features = Path(cache_dir) / f"{cache_name}-{protocol.extractor}-features-{protocol.feature_layer}.pt"
-        features.unlink(missing_ok=True)
-    return out[torch_fidelity.KEY_METRIC_FID], None
+def _score_fid(protocol, view, ref_view, net, batch_size, cuda, verbose, stats_file, remedy):
+    """FID of the samples against the reference; the reference statistics come from `stats_file`
+    when it exists and are written there when it does not (None: neither)."""
+    stats = fidelity.fid_statistics(fidelity.features(view, net, protocol.feature_layer, batch_size, cuda, verbose))
+    if stats_file is not None and stats_file.is_file():
+        ref_stats = fidelity.load_statistics(stats_file, stats, remedy)
+    else:
+        ref_feats = fidelity.features(ref_view, net, protocol.feature_layer, batch_size, cuda, verbose)
+        ref_stats = fidelity.fid_statistics(ref_feats)
+        if stats_file is not None:
+            fidelity.save_statistics(ref_stats, stats_file)
+    return fidelity.fid(stats, ref_stats), None
 
 
 def compute(protocol_names, samples, reference=None, weights=None, batch_size=64, device=None,
@@ -120,16 +104,22 @@ def compute(protocol_names, samples, reference=None, weights=None, batch_size=64
     result = {"metrics": {}, "protocols": {}}
     for name in protocol_names:
         protocol = get_protocol(name)
+        if protocol.resize is None:
+            require_one_size(samples_ds, f"{protocol.name} scores them as they are")
         if protocol.metric == "msssim":
             result["metrics"][protocol.name], result["protocols"][protocol.name] = \
                 _score_msssim(protocol, samples_ds, class_ids, batch_size, device)
             continue
-        weights_path = resolve_weights(protocol, weights, classifier_dir)
+        weights_path, remedy = resolve_weights(protocol, weights, classifier_dir)
         weights_sha = weights_lookup.sha256_file(weights_path) if weights_path is not None else None
         view = ScoredView(samples_ds, protocol.num_samples, protocol.resize)
         minimum = protocol.splits or 2
         if len(view) < minimum:
-            raise UserError(f"{protocol.name} needs at least {minimum} samples, got {len(view)}; sample more images")
+            groups = f" (its IS is the mean over {protocol.splits} groups of them)" if protocol.splits else ""
+            raise UserError(f"{protocol.name} needs at least {minimum} images{groups}, got {len(view)}; "
+                            f"score more images")
+        if protocol.metric == "fid" and ref_ds is None:
+            raise UserError(f"{protocol.name} needs reference images (the prepared {protocol.reference} split)")
         details = {
             **protocol.describe(),
             "nominal_samples": protocol.num_samples,
@@ -139,24 +129,25 @@ def compute(protocol_names, samples, reference=None, weights=None, batch_size=64
             "weights_sha256": weights_sha,
             "torch_fidelity": torch_fidelity.__version__,
         }
-        kwargs = _fidelity_kwargs(protocol, weights_path, batch_size, cuda, verbose)
         if protocol.metric == "is":
-            value, std = _score_is(protocol, view, kwargs)
-            details["isc_shuffle_seed"] = ISC_SHUFFLE_SEED
+            net = fidelity.extractor(protocol.extractor, protocol.feature_layer, weights_path, remedy, cuda, verbose)
+            value, std = _score_is(protocol, view, net, batch_size, cuda, verbose)
+            details["isc_shuffle_seed"] = fidelity.ISC_SHUFFLE_SEED
         elif protocol.metric == "fid":
-            if ref_ds is None:
-                raise UserError(f"{protocol.name} needs reference images (the prepared {protocol.reference} split)")
             size = protocol.resize or tuple(view[0].shape[-2:])
             ref_view = ScoredView(ref_ds, None, size)
-            cache_name = None
+            cache_name = stats_file = None
             stats_dir = reference_stats_dir if reference_stats_dir is not None else cache_dir
             if stats_dir is not None:
                 cache_name = reference_cache_name(protocol, ref_view, reference_key, weights_sha)
-            stats_file = None if cache_name is None else Path(stats_dir) / reference_stats_file(cache_name, protocol)
+                stats_file = Path(stats_dir) / reference_stats_file(cache_name, protocol)
             if reference_stats_dir is not None and not stats_file.is_file():
                 raise UserError(f"missing FID reference statistics {stats_file.name} in {reference_stats_dir} (reference, "
                                 f"weights or resolution changed); run `stackgan refstats` for this dataset")
-            value, std = _score_fid(protocol, view, ref_view, kwargs, stats_dir, cache_name)
+            stats_remedy = ("delete it and run `stackgan refstats` for this dataset" if reference_stats_dir is not None
+                            else "delete it (a cache entry: it is computed again)")
+            net = fidelity.extractor(protocol.extractor, protocol.feature_layer, weights_path, remedy, cuda, verbose)
+            value, std = _score_fid(protocol, view, ref_view, net, batch_size, cuda, verbose, stats_file, stats_remedy)
             details["reference"] = {
                 "split": protocol.reference, "source": describe_source(reference), "num_images": len(ref_view),
                 "resized_to": list(size) if isinstance(size, tuple) else [size, size],
@@ -199,9 +190,13 @@ def _read_samples_index(samples_dir):
     if not index.is_file():
         return None
     try:
-        return json.loads(index.read_text())
-    except json.JSONDecodeError as e:
-        raise UserError(f"{index} is not valid JSON ({e}); re-run `stackgan sample`")
+        content = json.loads(index.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{index} is not valid JSON ({e}); re-run `stackgan sample`") from None
+    items = content.get("items", []) if isinstance(content, dict) else None
+    if not isinstance(items, list) or not all(isinstance(item, dict) and "file" in item for item in items):
+        raise UserError(f"{index} is not a samples index written by `stackgan sample`; re-run `stackgan sample`")
+    return content
 
 
 def _attributes_in_file_order(samples_dir, index):

@@ -123,11 +123,14 @@ def split_heldout(class_ids, fraction, seed):
 
 def load_backbone(init_weights, num_classes, seed, input_size):
     """The TF-exact Inception with ImageNet (or given) weights and a fresh K-way class layer."""
+    remedy = f"pass the ImageNet weights file ({weights_lookup.INCEPTION_URL})"
+    # torch-fidelity torch.loads its weights with weights_only=False: it gets what load_weights read safely.
+    weights_file = weights_lookup.as_torch_file(weights_lookup.load_weights(init_weights, remedy))
     try:
-        net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(init_weights))
+        net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=weights_file)
     except RuntimeError as e:
         raise UserError(f"{init_weights} is not a torch-fidelity Inception-v3 state dict with a 1008-way fc "
-                        f"({str(e).splitlines()[0]}); pass the ImageNet weights file") from e
+                        f"({str(e).splitlines()[0]}); {remedy}") from None
     net.INPUT_IMAGE_SIZE = input_size
     gen = torch.Generator().manual_seed(seed)
     net.fc = nn.Linear(2048, num_classes)

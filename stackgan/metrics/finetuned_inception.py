@@ -13,8 +13,10 @@ from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorIncepti
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
 from stackgan.errors import UserError
+from stackgan.metrics import weights as weights_lookup
 
 EXTRACTOR_NAME = "inception-v3-ft"
+REMEDY = "re-run the `classifier` stage for the dataset (it writes <dataset>-ft.pth)"
 
 
 class FineTunedInception(FeatureExtractorInceptionV3):
@@ -23,14 +25,22 @@ class FineTunedInception(FeatureExtractorInceptionV3):
         if feature_extractor_weights_path is None:
             raise UserError("the inception-v3-ft extractor needs its weights file; pass the classifier "
                             "stage's <dataset>-ft.pth as feature_extractor_weights_path")
-        super().__init__(name, features_list, feature_extractor_weights_path=feature_extractor_weights_path, **kwargs)
+        path = feature_extractor_weights_path
+        state = weights_lookup.load_weights(path, REMEDY)
+        weight = state.get("fc.weight")
+        if weight is None or weight.dim() != 2 or weight.shape[1] != 2048:
+            raise UserError(f"{path} has no fc.weight of shape (num_classes, 2048), so it is not a fine-tuned "
+                            f"Inception; {REMEDY}")
+        try:
+            # The parent torch.loads its weights with weights_only=False: it gets what was read safely above.
+            super().__init__(name, features_list, feature_extractor_weights_path=weights_lookup.as_torch_file(state),
+                             **kwargs)
+        except RuntimeError as err:
+            raise UserError(f"{path} does not fit the Inception-v3 network ({str(err).splitlines()[0][:160]}); "
+                            f"{REMEDY}") from None
 
     def load_state_dict(self, state_dict, strict=True, assign=False):
-        weight = state_dict.get("fc.weight")
-        if weight is None or weight.dim() != 2 or weight.shape[1] != 2048:
-            raise UserError("fine-tuned Inception weights need fc.weight of shape (num_classes, 2048); "
-                            "re-run the classifier stage")
-        self.fc = nn.Linear(2048, weight.shape[0])
+        self.fc = nn.Linear(2048, state_dict["fc.weight"].shape[0])
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
 

@@ -47,26 +47,59 @@ def to_uint8_nchw(images) -> torch.Tensor:
 def list_image_files(folder) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
-        raise UserError(f"{folder} is not a folder of images; pass the samples/reference image folder")
+        what = "is not a folder" if folder.exists() else "not found"
+        raise UserError(f"{folder} {what}; pass a folder of .png/.jpg images (e.g. a `stackgan sample` folder)")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise UserError(f"{folder} holds no .png/.jpg images; sample or prepare images into it first")
     return files
 
 
+# What PIL raises for a file it cannot identify (OSError), a broken or truncated image
+# (OSError, SyntaxError, ValueError) or a decompression bomb.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
 class FolderImages(Dataset):
-    """Images of a folder in sorted file-name order (PIL decode, RGB)."""
+    """Images of a folder in sorted file-name order (PIL decode, RGB). Every file's header is read
+    up front (a non-image is named before any scoring); a broken image is named when decoded."""
 
     def __init__(self, folder):
         self.files = list_image_files(folder)
+        self.sizes = [self._header_size(f) for f in self.files]
+
+    @staticmethod
+    def _header_size(path):
+        try:
+            with Image.open(path) as im:
+                return im.size
+        except _DECODE_ERRORS as err:
+            raise UserError(f"{path} is not a readable image ({str(err)[:160]}); "
+                            "remove it from the folder or replace it") from None
 
     def __len__(self):
         return len(self.files)
 
     def __getitem__(self, i):
-        with Image.open(self.files[i]) as im:
-            arr = np.asarray(im.convert("RGB"))
+        try:
+            with Image.open(self.files[i]) as im:
+                arr = np.asarray(im.convert("RGB"))
+        except _DECODE_ERRORS as err:
+            raise UserError(f"{self.files[i]} cannot be decoded ({str(err)[:160]}); "
+                            "remove it from the folder or replace it") from None
         return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+
+
+def require_one_size(dataset, why):
+    """A folder whose images differ in size cannot be batched as it is; name the first odd one."""
+    if not isinstance(dataset, FolderImages):
+        return  # tensors and arrays have one size; other datasets answer for themselves
+    sizes = dataset.sizes
+    odd = next((i for i, size in enumerate(sizes) if size != sizes[0]), None)
+    if odd is not None:
+        (w0, h0), (w, h) = sizes[0], sizes[odd]
+        raise UserError(f"{dataset.files[odd]} is {w}x{h} px but {dataset.files[0].name} is {w0}x{h0} px and {why}; "
+                        f"score a folder of images of one size (or a protocol that resizes, e.g. is30k64_...)")
 
 
 class TensorImages(Dataset):

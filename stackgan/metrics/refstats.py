@@ -1,13 +1,12 @@
 """The `refstats` stage: FID reference statistics (mu, sigma of a protocol's features over the
 prepared reference split), computed once and read by `evaluate` without touching the images.
 
-Each file is torch-fidelity's own statistics file, named by `compute.reference_cache_name`
-(a hash of the reference identity -- dataset, split, view, centre-crop rule, resolution and
-the manifest's per-file sha256s --, image count, IS*/FID* resize rule and size, extractor,
-feature layer, weights sha256 and torch-fidelity version), so new weights or a re-prepared
-dataset give a new name instead of stale statistics. torch-fidelity 0.4.0 takes no statistics
-file argument; `compute(..., reference_stats_dir=DIR)` passes DIR as its cache root with
-`input2_cache_name` set to that name, a cache hit that never reads input2.
+Each file is an .npz of mu and sigma (fidelity.save_statistics), named by
+`compute.reference_cache_name` (a hash of the reference identity -- dataset, split, view,
+centre-crop rule, resolution and the manifest's per-file sha256s --, image count, IS*/FID*
+resize rule and size, extractor, feature layer, weights sha256 and torch-fidelity version), so
+new weights or a re-prepared dataset give a new name instead of stale statistics.
+`compute(..., reference_stats_dir=DIR)` reads it back (with allow_pickle=False).
 """
 
 import json
@@ -15,12 +14,11 @@ from pathlib import Path
 
 import torch
 import torch_fidelity
-from torch_fidelity.metric_fid import fid_features_to_statistics
-from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
-from stackgan.atomic import torch_save, write_json
+from stackgan.atomic import write_json
 from stackgan.data.prepared import PreparedSplit
 from stackgan.errors import UserError
+from stackgan.metrics import fidelity
 from stackgan.metrics import weights as weights_lookup
 from stackgan.metrics.compute import (
     reference_cache_name,
@@ -68,7 +66,7 @@ def compute_refstats(dataset_cfg, protocol_names, out_dir, view, resolution, dev
         protocol = get_protocol(name)
         if protocol.metric != "fid":
             continue
-        weights_path = resolve_weights(protocol, weights, classifier_dir)
+        weights_path, remedy = resolve_weights(protocol, weights, classifier_dir)
         weights_sha = weights_lookup.sha256_file(weights_path) if weights_path is not None else None
         ref_ds, key = reference_set(dataset_cfg["prepared_dir"], protocol.reference, view, resolution)
         size = protocol.resize or (resolution, resolution)  # compute() sizes the reference like this
@@ -82,12 +80,10 @@ def compute_refstats(dataset_cfg, protocol_names, out_dir, view, resolution, dev
         if not reused:
             slot = (protocol.extractor, str(weights_path), protocol.feature_layer)
             if slot not in extractors:
-                extractors[slot] = create_feature_extractor(
-                    protocol.extractor, [protocol.feature_layer], cuda=cuda, verbose=verbose,
-                    feature_extractor_weights_path=None if weights_path is None else str(weights_path))
-            features = get_featuresdict_from_dataset(ref_view, extractors[slot], batch_size, cuda,
-                                                     save_cpu_ram=not cuda, verbose=verbose)
-            torch_save(fid_features_to_statistics(features[protocol.feature_layer]), path)
+                extractors[slot] = fidelity.extractor(protocol.extractor, protocol.feature_layer, weights_path,
+                                                      remedy, cuda, verbose)
+            feats = fidelity.features(ref_view, extractors[slot], protocol.feature_layer, batch_size, cuda, verbose)
+            fidelity.save_statistics(fidelity.fid_statistics(feats), path)
         entries[protocol.name] = {
             "file": path.name, "cache_name": cache_name, "reused": reused, "dataset": dataset_cfg["name"],
             "split": protocol.reference, "view": view, "resolution": resolution,

@@ -19,6 +19,7 @@ from stackgan.atomic import torch_save
 from stackgan.errors import UserError
 from stackgan.metrics.images import resize_uint8, to_uint8_nchw
 from stackgan.metrics.weights import sha256_file
+from stackgan.untrusted import load_torch
 
 INPUT_SIZE = 64
 EXTRACTOR_NAME = "synthetic-clf"
@@ -111,12 +112,15 @@ def load_classifier(path) -> SyntheticClassifier:
     if path is None:
         raise UserError("the synthetic-clf extractor needs its weights file; pass the classifier stage's "
                         "synthetic-clf.pt as feature_extractor_weights_path")
+    remedy = "run the classifier stage for synthetic (`stackgan classifier synthetic` writes synthetic-clf.pt)"
+    blob = load_torch(path, remedy)
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"missing synthetic classifier weights {path}; run the classifier stage for synthetic")
-    model = SyntheticClassifier(**blob["config"])
-    model.load_state_dict(blob["state_dict"])
+        model = SyntheticClassifier(**blob["config"])
+        model.load_state_dict(blob["state_dict"])
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UserError(f"{path} is not a synthetic classifier written by the classifier stage ({first[:160]}); "
+                        f"{remedy}") from None
     return model.eval()
 
 

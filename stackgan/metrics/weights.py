@@ -11,9 +11,12 @@ Two kinds of weights:
 File format of a fine-tuned Inception (`<dataset>-ft.pth`): a plain state dict of
 torch-fidelity's `FeatureExtractorInceptionV3` whose `fc.weight` has shape (num_classes, 2048)
 and `fc.bias` (num_classes,), saved with CPU tensors.
+
+Every weights file is read with `untrusted.load_torch` (tensors and plain containers only).
 """
 
 import hashlib
+import io
 from pathlib import Path
 
 import torch
@@ -22,6 +25,7 @@ import torch.nn as nn
 
 from stackgan.atomic import torch_save
 from stackgan.errors import UserError
+from stackgan.untrusted import load_torch
 
 DEFAULT_CLASSIFIER_DIR = Path("data/classifiers")
 
@@ -99,6 +103,33 @@ def locate(model_key, classifier_dir=None) -> Path:
     return locate_classifier(model_key, classifier_dir)
 
 
+def remedy(model_key) -> str:
+    """What to do about a bad weights file of a scoring model (a protocol's `model`)."""
+    if model_key == "imagenet":
+        return f"replace it with {INCEPTION_URL}"
+    if model_key in CLASSIFIER_FILES:
+        return (f"re-run the `classifier` stage for {model_key.rsplit('-', 1)[0]} "
+                f"(it writes {CLASSIFIER_FILES[model_key]})")
+    return "pass a weights file that holds a state dict of tensors"
+
+
+def load_weights(path, remedy_text) -> dict:
+    """The state dict of tensors in a weights file, read without running anything it names."""
+    state = load_torch(path, remedy_text)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"{path} does not hold a state dict of tensors; {remedy_text}")
+    return state
+
+
+def as_torch_file(state) -> io.BytesIO:
+    """`state` as an in-memory torch file: what torch-fidelity's own extractors are given, since
+    they torch.load their weights file with weights_only=False."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    return buf
+
+
 def write_random_inception(path, seed=0, num_classes=1008, logit_gain=20.0):
     """Save weights of the true torch-fidelity Inception architecture, randomly initialised.
 
@@ -118,13 +149,7 @@ def write_random_inception(path, seed=0, num_classes=1008, logit_gain=20.0):
     gen = torch.Generator().manual_seed(seed)
     # Building the modules draws from the global RNG; keep the caller's stream untouched.
     with torch.random.fork_rng(devices=[]):
-        placeholder = Path(path).with_name(Path(path).name + ".empty")
-        placeholder.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({}, placeholder)
-        try:
-            net = _Unloaded("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(placeholder))
-        finally:
-            placeholder.unlink()
+        net = _Unloaded("inception-v3-compat", ["2048"], feature_extractor_weights_path=as_torch_file({}))
         net.fc = nn.Linear(2048, num_classes)
     with torch.no_grad():
         for m in net.modules():
