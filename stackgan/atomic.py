@@ -42,9 +42,12 @@ def atomic_path(path):
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.filename is None:
+            # a failed write() names no file; the error a user sees should name the output
+            raise OSError(err.errno, err.strerror or str(err), str(path)) from err
         raise
 
 

@@ -70,3 +70,14 @@ def test_prepare_into_a_full_or_read_only_disk(tmp_path, raw, options, expect):
     assert expect in one_line_error(proc)
     assert proc.stdout.strip() == ""
     assert sorted(p.relative_to(raw) for p in raw.rglob("*")) == before
+
+
+def test_an_atomic_write_on_a_full_disk_names_its_file_and_leaves_no_temporary(tmp_path):
+    mount = tmp_path / "disk"
+    proc = subprocess.run(["unshare", "-rm", "sh", "-c",
+                           f"mkdir -p {mount} && mount -t tmpfs -o size=4k tmpfs {mount} && "
+                           f"{sys.executable} -m stackgan.cli report --out {mount}/tables; rc=$?; "
+                           f"find {mount} -name '*.tmp'; exit $rc"], cwd=REPO, capture_output=True, text=True)
+    line = one_line_error(proc)
+    assert line.startswith(f"stackgan: error: cannot use {mount}/tables/") and "No space left on device" in line
+    assert proc.stdout.strip() == ""  # no temporary file survived the failed write
