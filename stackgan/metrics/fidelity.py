@@ -1,7 +1,7 @@
 """What we hand to torch-fidelity (0.4.0) and what we take from it, on our terms.
 
-torch-fidelity reads two kinds of file with `torch.load(weights_only=False)`, which runs whatever
-a pickle names: its extractors' weights and its statistics cache. So it never reads a file:
+torch-fidelity unpickles two kinds of file without restriction, which runs whatever a pickle
+names: its extractors' weights and its statistics cache. So it never reads a file:
 its own extractors get an in-memory copy of weights that `untrusted.load_torch` read, ours read
 their files through `load_torch` themselves, and its cache stays off -- FID reference statistics
 are ours, an .npz of two float arrays read with allow_pickle=False. The numbers are still
