@@ -62,10 +62,13 @@ def deep_merge(base, override):
     return out
 
 
+def _did_you_mean(name, known, n, otherwise):
+    close = difflib.get_close_matches(str(name), [str(k) for k in known], n=n)
+    return f"did you mean {', '.join(close)}?" if close else f"{otherwise} {', '.join(sorted(map(str, known)))}"
+
+
 def _unknown(kind, name, known):
-    close = difflib.get_close_matches(str(name), known, n=3)
-    hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(sorted(known))}"
-    return UserError(f"unknown {kind} '{name}'; {hint}")
+    return UserError(f"unknown {kind} '{name}'; {_did_you_mean(name, known, 3, 'known:')}")
 
 
 # -- validation: each layer against an example of every key it may hold (the family's defaults)
@@ -96,9 +99,8 @@ def _check_mapping(layer, schema, where, owner):
     for key, value in layer.items():
         path = f"{where}.{key}"
         if key not in schema:
-            close = difflib.get_close_matches(str(key), [str(k) for k in schema], n=1)
-            hint = f"did you mean {close[0]}?" if close else f"it takes {', '.join(sorted(map(str, schema)))}"
-            raise UserError(f"params.yaml {path} is not among the {owner} settings; {hint}")
+            raise UserError(f"params.yaml {path} is not among the {owner} settings; "
+                            f"{_did_you_mean(key, schema, 1, 'it takes')}")
         _check_value(value, schema[key], path, str(key), owner)
 
 
