@@ -44,11 +44,11 @@ def test_prepared_shards(benchmark, dataset):
 
 def test_decode_jpeg_per_item(benchmark, dataset):
     raw, split = dataset
-    table = cub.read_image_table(raw / "CUB_200_2011")
+    table = cub.read_image_rows(raw / "CUB_200_2011")
     spec = {"mode": "short", "size": 76, "resample": "bilinear"}
 
     def item(i, rng):  # V2 get_imgs: open the JPEG, bbox crop, Scale(76), then crop/flip/resize
-        rel, bbox = table[split.keys[i]]
+        rel, bbox, _ = table[split.keys[i]]
         img = cub.load_rgb(raw / "CUB_200_2011" / "images" / rel)
         scaled = views.make_view(img.crop(cub.bbox_crop_box(bbox, *img.size)), spec)
         return crop_flip_resize(scaled, rng, IMSIZES, True)

@@ -3,16 +3,17 @@
 Run with `pytest bench/` (pytest-benchmark); not part of CI's pass/fail.
 """
 
+from pathlib import Path
+
 import pytest
 import torch
 
-from stackgan.methods.v2 import V2Method, build_generator
+from stackgan import config as C
+from stackgan.methods.v2 import V2Config, V2Method, build_generator
 
-EMBEDDED = dict(conditional=True, gf_dim=8, df_dim=8, z_dim=100, ef_dim=128, text_dim=1024, r_num=2,
-                branch_sizes=[16, 32, 64], emit=[True, True, True], discriminators=[0, 1, 2],
-                loss={"uncond": 1.0, "kl": 2.0, "color": 0.0},
-                optim={"lr_g": 2e-4, "lr_d": 2e-4, "betas": [0.5, 0.999]},
-                ema={"decay": 0.999, "snapshot_reset": True, "snapshot_interval": 2000})
+# synthetic-v2 as the embedded profile trains it
+EMBEDDED = C.experiment_config(C.load_params(Path(__file__).resolve().parents[1] / "params.yaml"), "synthetic-v2",
+                               "embedded")
 
 
 def fake_batch(cfg, b):
@@ -36,7 +37,7 @@ def test_train_step_embedded(benchmark, batch, onednn):
 
 @pytest.mark.parametrize("batch", [100])
 def test_sampling_embedded(benchmark, batch):
-    g = build_generator(EMBEDDED).eval()
+    g = build_generator(V2Config.of(EMBEDDED)).eval()
     z, emb = torch.randn(batch, 100), torch.randn(batch, 1024)
 
     @torch.no_grad()

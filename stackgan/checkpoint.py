@@ -21,7 +21,7 @@ from stackgan.untrusted import load_torch
 
 STATE_FILE = "state.pt"
 STATE_KEYS = ("step", "config_hash", "method", "rng")
-MODEL_KEYS = ("family", "config", "config_hash", "step", "generator")
+MODEL_KEYS = ("family", "config", "config_hash", "trained_on", "step", "generator")
 
 
 def rng_state():
@@ -68,6 +68,6 @@ def load_model(path, remedy):
     """A model.pt written by `stackgan train` (train.save_model), checked for its entries."""
     payload = load_torch(path, remedy)
     if not isinstance(payload, dict) or any(k not in payload for k in MODEL_KEYS) \
-            or not isinstance(payload["config"], dict) or not isinstance(payload["generator"], dict):
+            or not all(isinstance(payload[k], dict) for k in ("config", "trained_on", "generator")):
         raise UserError(f"{path} is not a model.pt written by `stackgan train`; {remedy}")
     return payload

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from stackgan import config as C
-from stackgan import reproducibility
+from stackgan import devices, reproducibility
 from stackgan.errors import UserError, os_error_message
 
 
@@ -77,8 +77,8 @@ def cmd_sample(args):
 
 
 def cmd_classifier(args):
-    from stackgan.evaluate import train_synthetic_classifier
     from stackgan.metrics.finetune import finetune_inception
+    from stackgan.metrics.synthetic_classifier import train_synthetic_classifier
 
     params = _params(args)
     ds = C.dataset_config(params, args.dataset, args.profile)
@@ -95,7 +95,7 @@ def cmd_classifier(args):
 
 
 def cmd_refstats(args):
-    from stackgan.evaluate import compute_refstats_for
+    from stackgan.metrics.refstats import compute_refstats_for
 
     params = _params(args)
     profile = C.resolve_profile(params, args.profile)
@@ -239,6 +239,11 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"stackgan: error: {message}; see `{self.prog} --help`\n")
 
 
+def add_device_flag(parser):
+    parser.add_argument("--device", default="auto", choices=devices.CHOICES,
+                        help="auto: CUDA when this machine has it, else CPU")
+
+
 def build_parser():
     p = _Parser(prog="stackgan", description=__doc__)
     p.add_argument("--params", default=str(C.DEFAULT_PARAMS), help="params file (default: params.yaml)")
@@ -269,7 +274,7 @@ def build_parser():
 
     s = sub.add_parser("train", help="train an experiment (resumes from its checkpoint); works under torchrun")
     s.add_argument("experiment")
-    s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    add_device_flag(s)
     s.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     s.add_argument("--verify", action="store_true", help="check every prepared file's sha256 before training")
     s.add_argument("--stop-after", type=positive_int, help=argparse.SUPPRESS)
@@ -277,35 +282,35 @@ def build_parser():
 
     s = sub.add_parser("sample", help="write the evaluation samples of a trained experiment")
     s.add_argument("experiment")
-    s.add_argument("--device", default="cpu")
+    add_device_flag(s)
     s.set_defaults(fn=cmd_sample)
 
     s = sub.add_parser("classifier", help="train the scoring classifier of a dataset (IS/FID feature extractor)")
     s.add_argument("dataset")
     s.add_argument("--out", required=True, help="output folder")
-    s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    add_device_flag(s)
     s.set_defaults(fn=cmd_classifier)
 
     s = sub.add_parser("refstats", help="FID reference statistics of a dataset for the run's evaluated experiments")
     s.add_argument("dataset")
     s.add_argument("--out", help="output folder (default runs/<profile>/refstats/<dataset>)")
-    s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    add_device_flag(s)
     s.set_defaults(fn=cmd_refstats)
 
     s = sub.add_parser("encoder", help="train SGAN's pre-trained encoder E of a labelled dataset")
     s.add_argument("dataset")
     s.add_argument("--out", help="output folder (default runs/<profile>/encoders/<dataset>)")
-    s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    add_device_flag(s)
     s.set_defaults(fn=cmd_encoder)
 
     s = sub.add_parser("evaluate", help="score an experiment's samples; writes results/metrics/<profile>/<exp>.json")
     s.add_argument("experiment")
-    s.add_argument("--device", default="cpu")
+    add_device_flag(s)
     s.set_defaults(fn=cmd_evaluate)
 
     s = sub.add_parser("evaluate-real", help="score a dataset's real images (params.yaml `real`)")
     s.add_argument("dataset")
-    s.add_argument("--device", default="cpu")
+    add_device_flag(s)
     s.set_defaults(fn=cmd_evaluate_real)
 
     s = sub.add_parser("score", help="score any folder of images under a named protocol")
@@ -313,7 +318,7 @@ def build_parser():
     s.add_argument("--protocol", required=True, help="e.g. is30k_imagenet, fid30k_test, is2k_synthetic-clf")
     s.add_argument("--reference", help="folder of real images (FID protocols)")
     s.add_argument("--extractor-weights", help="weights file replacing the protocol's (its sha256 is recorded)")
-    s.add_argument("--device", default="cpu")
+    add_device_flag(s)
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_score)
 

@@ -11,22 +11,20 @@ the command with one line, so a typo cannot silently leave the reference value i
 
 import copy
 import difflib
-import hashlib
 import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import yaml
 
 from stackgan.errors import UserError
+from stackgan.hashing import sha256_json
 
 DEFAULT_PARAMS = Path("params.yaml")
 PROFILES = ("embedded", "ci", "paper")
 
 # Keys an experiment entry has besides its family's settings, with an example of their type.
 ENTRY_KEYS = {"model": "v2", "dataset": "cub"}
-# Settings a family reads that its defaults leave out, with an example of their type: v1 treats
-# an absent `conditional` as true (stackgan/methods/v1.py KEY_DEFAULTS).
-FAMILY_EXTRAS = {"v1": {"conditional": True}}
 # Settings whose default is null: the type a value must have when one is given.
 NULLABLE = {"max_steps": 1, "num_samples": 1, "parent": "", "encoder": "", "limit": 1}
 POSITIVE = {"batch_size", "max_epoch", "max_steps", "checkpoint_every", "grid_every", "log_every",
@@ -134,7 +132,7 @@ def _family_schema(params, family):
     defaults = params["models"][family]
     if not isinstance(defaults, dict):
         raise UserError(f"params.yaml models.{family} is not a mapping of settings; restore it from the repository")
-    return {**defaults, **FAMILY_EXTRAS.get(family, {})}
+    return defaults
 
 
 def _encoder_schema(params):
@@ -242,10 +240,29 @@ def experiment_config(params, name, profile=None):
     return cfg
 
 
-def config_hash(cfg):
-    """Hash of everything that changes the training trajectory; a checkpoint written under another
-    hash is not resumed. The run length is left out so a finished run can be extended."""
+def trajectory_config(cfg):
+    """The part of a resolved config that changes the training trajectory: not where outputs go,
+    how they are scored, or how long the run is (so a finished run can be extended)."""
     relevant = {k: v for k, v in cfg.items() if k not in ("eval", "paths", "profile")}
-    relevant["train"] = {k: v for k, v in cfg.get("train", {}).items() 
-                       if k not in ("checkpoint_every", "grid_every", "workers", "max_steps", "max_epoch")}
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+    relevant["train"] = {k: v for k, v in cfg.get("train", {}).items()
+                         if k not in ("checkpoint_every", "grid_every", "workers", "max_steps", "max_epoch")}
+    return relevant
+
+
+def config_hash(cfg):
+    """Hash of the config alone (`stackgan show`); a run's checkpoints are keyed by run_hash."""
+    return sha256_json(trajectory_config(cfg), 16)
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    """What a training run starts from besides its config; model.pt records it as `trained_on`."""
+    data_fingerprint: str  # the prepared data's manifest of files
+    code_fingerprint: str  # the training code (stackgan/train.py's training_code_fingerprint)
+    reproducibility: dict  # the CPU/GPU kernel contract (stackgan/reproducibility.py)
+    trained_from: dict  # the family's trained inputs: a Stage-II's parent, SGAN's encoder
+
+
+def run_hash(cfg, inputs: RunInputs):
+    """Hash of everything a checkpoint was trained from: one written under another hash is not resumed."""
+    return sha256_json({"config": trajectory_config(cfg), **asdict(inputs)}, 16)

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from stackgan.devices import resolve_device
+
 
 @dataclass(frozen=True)
 class Context:
@@ -29,8 +31,8 @@ class Context:
 def setup(device_pref="auto"):
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
-    use_cuda = torch.cuda.is_available() and device_pref in ("auto", "cuda")
-    if use_cuda:
+    use_cuda = resolve_device(device_pref).type == "cuda"
+    if use_cuda:  # one GPU per process: torchrun's LOCAL_RANK picks it
         local = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local)
         device = torch.device("cuda", local)

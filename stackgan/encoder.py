@@ -20,11 +20,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stackgan import seeding
 from stackgan.atomic import torch_save, write_json
+from stackgan.data.heldout import split_heldout
 from stackgan.data.labelled import class_order, contiguous_labels, load_images, pixel_mean
 from stackgan.data.prepared import PreparedSplit
-from stackgan.data.staging import sha256_file
+from stackgan.devices import resolve_device
 from stackgan.errors import UserError
+from stackgan.hashing import sha256_file
 from stackgan.models.sgan import Encoder
 from stackgan.untrusted import load_torch
 
@@ -76,19 +79,6 @@ def _model_space(images_u8, grey, mean):
     return x if mean is None else x - mean
 
 
-def _split_heldout(labels, fraction, seed):
-    """A per-class random held-out part (at least one item per class with two or more)."""
-    rng = np.random.default_rng(seed)
-    held = []
-    for c in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == c))
-        k = int(round(fraction * len(members)))
-        held.extend(members[:max(k, 1 if len(members) > 1 else 0)])
-    mask = np.zeros(len(labels), bool)
-    mask[np.array(held, dtype=np.int64)] = True
-    return ~mask, mask
-
-
 @torch.no_grad()
 def accuracy(encoder, x, y, batch_size=1000):
     encoder.eval()
@@ -103,8 +93,7 @@ def train_encoder(cfg: dict, prepared_dir, out_dir, device="auto") -> dict:
     cfg keys: arch (cifar|mnist|svhn|synthetic), view, steps, batch_size, lr, betas, flip, seed,
     width, heldout_fraction. Returns the report.
     """
-    device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if device == "auto" else device))
+    device = resolve_device(device)
     prepared_dir, out_dir = Path(prepared_dir), Path(out_dir)
     train = PreparedSplit(prepared_dir, "train")
     test = PreparedSplit(prepared_dir, "test")
@@ -115,10 +104,10 @@ def train_encoder(cfg: dict, prepared_dir, out_dir, device="auto") -> dict:
     mean_t = None if mean is None else torch.from_numpy(mean).to(device)
     labels = contiguous_labels(train.class_ids, classes, train.dir)
     if set(np.unique(test.class_ids)) <= set(classes.tolist()):
-        fit, held_x, held_y, held_from = np.ones(len(labels), bool), load_images(test, cfg["view"]), \
+        fit, held_x, held_y, held_from = np.arange(len(labels)), load_images(test, cfg["view"]), \
             contiguous_labels(test.class_ids, classes, test.dir), "test split"
     else:
-        fit, held = _split_heldout(labels, cfg["heldout_fraction"], cfg["seed"])
+        fit, held = split_heldout(labels, cfg["heldout_fraction"], cfg["seed"])
         held_x, held_y = images[held], labels[held]
         held_from = f"held-out {cfg['heldout_fraction']:.0%} of the training split (test classes are disjoint)"
     x = torch.from_numpy(images[fit]).to(device)
@@ -132,7 +121,7 @@ def train_encoder(cfg: dict, prepared_dir, out_dir, device="auto") -> dict:
     _glorot(encoder)
     encoder.to(device)
     opt = torch.optim.Adam(encoder.parameters(), lr=cfg["lr"], betas=tuple(cfg["betas"]))
-    gen = torch.Generator().manual_seed(cfg["seed"])
+    gen = seeding.torch_generator(cfg["seed"])
     per_epoch = len(x) // cfg["batch_size"]
     order, loss = None, torch.zeros(())
     encoder.train()

@@ -15,16 +15,13 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from stackgan import metric_names
 from stackgan.errors import UserError
 from stackgan.reproducibility import differences, machine_record_path
 
 
-def metric_kind(key):
-    return key.split("_", 1)[0].rstrip("0123456789k")
-
-
 def tolerance_of(key, tolerances):
-    rule = tolerances.get(metric_kind(key)) or tolerances["default"]
+    rule = tolerances.get(metric_names.family(key)) or tolerances["default"]
     return float(rule.get("abs", 0.0)), float(rule.get("rel", 0.0))
 
 

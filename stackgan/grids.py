@@ -1,11 +1,11 @@
-"""Sample grids: one row per caption, every branch side by side (upscaled), caption at right."""
+"""Image grids: rows of tiles (one column per branch or sample, upscaled to one cell size), an
+optional caption at the right of each row."""
 
 import textwrap
 
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from stackgan.atomic import atomic_path
 
 CAPTION_WIDTH = 360
 
@@ -34,17 +34,3 @@ def compose(branches, captions, cell=None):
             text = "\n".join(textwrap.wrap(captions[r], 56)[: max(1, cell // 12)])
             draw.text((len(branches) * (cell + pad) + 4, y + 2), text, fill="black", font=font)
     return canvas
-
-
-@torch.no_grad()
-def generate_branches(generator, batch, device):
-    emb = batch.get("emb")
-    images, _, _ = generator(batch["z"].to(device), emb.to(device) if emb is not None else None)
-    return [to_uint8(x) for x in images]
-
-
-def write_branch_grid(method, batch, path):
-    g = method.eval_generator()
-    branches = generate_branches(g, batch, next(g.parameters()).device)
-    with atomic_path(path) as tmp:
-        compose(branches, batch.get("captions")).save(tmp, format="PNG")

@@ -7,13 +7,13 @@ byte (no timestamps, no absolute paths, sorted inputs, fixed float formats).
 """
 
 import json
-import re
 from pathlib import Path
 
 import pandas as pd
 
 from stackgan.atomic import write_text
 from stackgan.errors import UserError
+from stackgan.metric_names import HUMAN_STUDY_KEYS, family, parse
 
 PAPER_PROFILE = "paper"
 PAPER_NUMBERS = Path(__file__).with_name("paper_numbers.csv")
@@ -23,7 +23,6 @@ MISSING = "—"
 # IS moves by a few percent between Inception ports and seeds; FID is more sensitive to the
 # reference set and resize filter. Human studies get none: they are not re-run here.
 RELATIVE_TOLERANCE = {"is": 0.05, "fid": 0.10, "msssim": 0.10}
-HUMAN_STUDY_KEYS = {"hr", "fooled-rate"}
 TWO_DECIMAL_FAMILIES = {"is", "fid", "hr"}
 
 GENERATED_LINE = (
@@ -87,7 +86,6 @@ PAPER_COLUMNS = ["dataset", "model", "variant", "metric", "experiment", "protoco
                  "paper", "ours", "delta", "verdict", "note"]
 PROTOCOL_FIELDS = ["num_samples", "splits", "resize", "extractor", "weights_sha256",
                    "reference", "seed"]
-KEY_PATTERN = re.compile(r"^(?P<family>[a-z]+)(?P<count>\d+k?)(?P<resize>\d+)?_(?P<what>.+)$")
 
 
 def write_tables(metrics_root, out_dir) -> list[Path]:
@@ -169,17 +167,10 @@ def _is_number(x):
 # ---------------------------------------------------------------- formatting
 
 
-def metric_family(key):
-    if key in HUMAN_STUDY_KEYS:
-        return key
-    match = re.match(r"[a-z]+", key)
-    return match.group() if match else key
-
-
 def fmt(value, key, signed=False):
     if value is None:
         return MISSING
-    digits = 2 if metric_family(key) in TWO_DECIMAL_FAMILIES else 4
+    digits = 2 if family(key) in TWO_DECIMAL_FAMILIES else 4
     value = round(float(value), digits) + 0.0  # + 0.0 turns -0.0 into 0.0
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
@@ -195,25 +186,23 @@ def markdown(rows, columns):
 
 
 def describe_key(key):
-    """What a metric key promises, read from its name (`<metric><count><resize?>_<what>`)."""
+    """What a metric key promises, read from its name (stackgan/metric_names.py)."""
     if key in HUMAN_STUDY_KEYS:
         return "human study (not run by this harness; see note)"
-    match = re.match(r"^msssim(\d+)_(class|all)$", key)
-    if match:
-        scope = "from each class" if match.group(2) == "class" else "from the whole set"
-        return f"MS-SSIM, mean over {match.group(1)} random image pairs {scope}, at the generated resolution"
-    match = KEY_PATTERN.match(key)
-    if not match:
+    parsed = parse(key)
+    if parsed is None:
         return "see the metrics files"
-    family, count, resize, what = match.group("family", "count", "resize", "what")
-    size = f"{count.replace('k', ',000')} samples"
-    resized = (f", both sides resized to {resize}x{resize} first" if resize
+    if parsed.msssim_scope() is not None:
+        scope = "from each class" if parsed.msssim_scope() == "class" else "from the whole set"
+        return f"MS-SSIM, mean over {parsed.count_text()} random image pairs {scope}, at the generated resolution"
+    size = f"{parsed.count_text()} samples"
+    resized = (f", both sides resized to {parsed.resize}x{parsed.resize} first" if parsed.resize is not None
                else ", at the generated resolution")
-    if family == "is":
-        return f"Inception score, {size}, 10 splits, classifier `{what}`{resized}"
-    if family == "fid":
-        return f"FID, {size} vs the real `{what}` split, 2048-d pool features{resized}"
-    return f"{family}, {size}, `{what}`{resized}"
+    if parsed.family == "is":
+        return f"Inception score, {size}, 10 splits, classifier `{parsed.suffix}`{resized}"
+    if parsed.family == "fid":
+        return f"FID, {size} vs the real `{parsed.suffix}` split, 2048-d pool features{resized}"
+    return f"{parsed.family}, {size}, `{parsed.suffix}`{resized}"
 
 
 def _protocol_cells(protocol):
@@ -238,7 +227,7 @@ def verdict(paper, paper_std, ours, key):
     slack = 1e-9 * max(1.0, abs(paper))  # decimals transcribed from the paper are not exact
     if paper_std is not None and abs(delta) <= paper_std + slack:
         return "within paper std"
-    tolerance = RELATIVE_TOLERANCE.get(metric_family(key))
+    tolerance = RELATIVE_TOLERANCE.get(family(key))
     if tolerance is not None and abs(delta) <= tolerance * abs(paper) + slack:
         return "within tolerance"
     return "not reproduced"

@@ -9,28 +9,20 @@ process with the same global batch.
 """
 
 import contextlib
-import hashlib
-import json
 import math
-import random
+from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
-from stackgan import checkpoint, distributed, reproducibility
+from stackgan import checkpoint, code_graph, distributed, reproducibility, seeding
 from stackgan.atomic import torch_save, write_bytes
-from stackgan.config import config_hash
+from stackgan.config import RunInputs, run_hash
 from stackgan.data.prepared import PreparedSplit, check_prepared
 from stackgan.errors import UserError
-from stackgan.grids import write_branch_grid
-from stackgan.methods import build_method
-
-
-def _mix(*ints):
-    return int(np.random.SeedSequence([int(i) for i in ints]).generate_state(1)[0])
-
+from stackgan.hashing import sha256_file, sha256_json
+from stackgan.methods import build_method, family
 
 class StepBatches(torch.utils.data.Sampler):
     """Yields, for steps [start, end), this rank's (epoch, index) pairs of the global batch."""
@@ -46,7 +38,7 @@ class StepBatches(torch.utils.data.Sampler):
         self.start, self.end = start, end
 
     def permutation(self, epoch):
-        return np.random.default_rng(_mix(self.seed, epoch)).permutation(self.n)
+        return seeding.epoch_permutation_rng(self.seed, epoch).permutation(self.n)
 
     def __len__(self):
         return self.end - self.start
@@ -79,29 +71,23 @@ class EpochItems(torch.utils.data.Dataset):
 
 def step_noise(method, global_batch, seed, step, rank, world, device):
     """Noise for the global batch of `step`; this rank's slice of it."""
-    gen = torch.Generator().manual_seed(_mix(seed, step, 7))
+    gen = seeding.step_noise_generator(seed, step)
     per = global_batch // world
     return {k: v[rank * per:(rank + 1) * per].to(device) for k, v in method.draw_noise(gen, global_batch).items()}
 
 
 def training_code_fingerprint():
-    """sha256 over the sources a training run executes (the train stage's code dependencies)."""
-    root = Path(__file__).resolve().parent
-    files = sorted(p for d in ("models", "losses", "methods", "data") for p in (root / d).glob("*.py"))
-    h = hashlib.sha256()
-    for path in files + [root / "train.py"]:
-        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
-    return h.hexdigest()
+    """sha256 over the sources a training run executes: this module's imports, transitively
+    (the train stage's code dependencies in dvc.yaml)."""
+    root = Path(__file__).resolve().parent.parent
+    return sha256_json({path: sha256_file(root / path) for path in code_graph.sources(__name__)})
 
 
 def total_steps(cfg, n_items):
-    """train.max_steps when given (config validation makes it positive), else the epochs' steps."""
-    t = cfg["train"]
-    if t.get("max_steps") is not None:
-        return int(t["max_steps"])
-    if "joint_steps" in t:  # SGAN: independent phase, then joint phase
-        return int(t["independent_steps"]) + int(t["joint_steps"])
-    return int(t["max_epoch"]) * (n_items // t["batch_size"])
+    """train.max_steps when given (config validation makes it positive), else the family's own
+    run length (epochs, or SGAN's two phases)."""
+    max_steps = cfg["train"]["max_steps"]
+    return int(max_steps) if max_steps is not None else family(cfg["family"]).default_steps(cfg, n_items)
 
 
 def to_device(batch, device, memory_format=torch.contiguous_format):
@@ -113,32 +99,31 @@ def to_device(batch, device, memory_format=torch.contiguous_format):
             for k, v in batch.items()}
 
 
-def apply_gpu_switches(cfg, method, ctx):
+def apply_gpu_switches(t, method, ctx):
     """channels_last and SyncBatchNorm, off by default (fp32, per-rank BN: the faithful setting)."""
-    t = cfg["train"]
-    if t.get("sync_bn") and ctx.world > 1:
+    if t.sync_bn and ctx.world > 1:
         if ctx.device.type != "cuda":
             raise UserError("train.sync_bn needs CUDA (SyncBatchNorm has no CPU kernel); set it false on CPU")
         for name, net in method.nets.items():
             method.nets[name] = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
-    if t.get("channels_last"):
+    if t.channels_last:
         for net in method.nets.values():
             net.to(memory_format=torch.channels_last)
 
 
-def autocast(cfg, ctx):
+def autocast(t, ctx):
     """bf16 autocast when train.amp is set; BCE and KL are kept in fp32 (stackgan/losses/common.py)."""
-    return torch.autocast(device_type=ctx.device.type, dtype=torch.bfloat16, enabled=bool(cfg["train"].get("amp")))
+    return torch.autocast(device_type=ctx.device.type, dtype=torch.bfloat16, enabled=t.amp)
 
 
-def _live_logger(cfg, ctx, start):
+def _live_logger(live_dir, ctx, start):
     if not ctx.is_main:
         return contextlib.nullcontext(None)
     from dvclive import Live
 
     if start > 0:
-        trim_live_log(cfg["paths"]["live"], start)
-    return Live(cfg["paths"]["live"], resume=start > 0, save_dvc_exp=False, dvcyaml=None)
+        trim_live_log(live_dir, start)
+    return Live(live_dir, resume=start > 0, save_dvc_exp=False, dvcyaml=None)
 
 
 def trim_live_log(live_dir, step):
@@ -164,28 +149,30 @@ def _logged_step(row, names):
     return int(step) if step.isdigit() else math.inf
 
 
-def check_text_width(cfg, split):
-    """Caption embeddings as wide as the networks' text input, before any step is taken (else
-    the mismatch surfaces as a shape error inside the first matrix product)."""
-    if "text_dim" not in cfg or not cfg.get("conditional", True) or split.embeddings is None:
-        return
-    width = split.embeddings.shape[-1]
-    if width != cfg["text_dim"]:
-        raise UserError(f"{split.dir / 'embeddings.npy'} holds {width}-wide caption embeddings but {cfg['name']} "
-                        f"has text_dim {cfg['text_dim']}; set text_dim: {width} for it in params.yaml or prepare "
-                        f"the dataset with {cfg['text_dim']}-wide embeddings")
+class LossLog:
+    """The losses of the steps since the last read, kept as the method returned them (0-d
+    tensors): reading them forces a device synchronisation, so they are read in one go on log,
+    checkpoint and grid steps and at the end, and the first non-finite one stops the run."""
 
+    def __init__(self, name):
+        self.name, self.pending = name, []
 
-def check_finite(cfg, logs, step, saved):
-    """Stop at the first NaN or infinite loss: training on would only write a broken model. The
-    logged values are Python floats already, so this adds no device synchronisation."""
-    bad = next(((k, v) for k, v in logs.items() if not math.isfinite(v)), None)
-    if bad is None:
-        return
-    kept = f"the last good checkpoint (step {saved}) is kept" if saved else "no checkpoint was written"
-    raise UserError(f"training {cfg['name']} produced a non-finite loss at step {step} ({bad[0]} = {bad[1]}); "
-                    f"{kept} and no model.pt was written; lower optim.lr_g / optim.lr_d (or turn train.amp off) "
-                    "or check the prepared data, then train again")
+    def add(self, step, logs):
+        self.pending.append((step, logs))
+
+    def read(self, saved):
+        """{step: {name: float}} of the pending steps; stops at the first NaN or infinite loss."""
+        values = {}
+        for step, logs in self.pending:
+            values[step] = {k: float(v) for k, v in logs.items()}
+            bad = next(((k, v) for k, v in values[step].items() if not math.isfinite(v)), None)
+            if bad is not None:
+                kept = f"the last good checkpoint (step {saved}) is kept" if saved else "no checkpoint was written"
+                raise UserError(f"training {self.name} produced a non-finite loss at step {step} "
+                                f"({bad[0]} = {bad[1]}); {kept} and no model.pt was written; lower optim.lr_g / "
+                                "optim.lr_d (or turn train.amp off) or check the prepared data, then train again")
+        self.pending = []
+        return values
 
 
 def train(cfg, device_pref="auto", stop_after=None, verify=False):
@@ -199,34 +186,30 @@ def train(cfg, device_pref="auto", stop_after=None, verify=False):
 
 
 def _train(cfg, ctx, stop_after, verify):
-    prepared = Path(cfg["data"]["prepared_dir"])
+    c = family(cfg["family"]).Config.of(cfg)
+    t = c.train
+    prepared = Path(c.data["prepared_dir"])
     if not (prepared / "manifest.json").exists():
-        ds = cfg["data"]["name"]
+        ds = c.data["name"]
         raise UserError(f"{prepared} holds no prepared dataset; run `stackgan fetch {ds}` and "
                         f"`stackgan prepare {ds}` (or `dvc repro`) first")
     if verify:
         check_prepared(prepared)
     split = PreparedSplit(prepared, "train")
-    check_text_width(cfg, split)
-    # torch's seed gives the network initialisation; numpy's and Python's global generators are
-    # unused but saved in checkpoints, so they are seeded too (byte-reproducible checkpoints).
-    torch.manual_seed(cfg["train"]["seed"])
-    np.random.seed(cfg["train"]["seed"])
-    random.seed(cfg["train"]["seed"])
+    seeding.seed_globals(t.seed)
     method = build_method(cfg, ctx.device, distributed.make_grad_sync(ctx))
-    apply_gpu_switches(cfg, method, ctx)
+    apply_gpu_switches(t, method, ctx)
     for net in method.nets.values():
         distributed.broadcast_module(net)
     dataset = method.make_dataset(split)
-    t = cfg["train"]
     end = final = total_steps(cfg, len(dataset))
-    # The prepared data and the training code are part of what a checkpoint was trained on:
-    # regenerated data or changed code (which is also when DVC re-runs this stage) starts fresh.
-    cfg["data"]["fingerprint"] = hashlib.sha256(json.dumps(split.manifest["files"], sort_keys=True).encode()).hexdigest()
-    cfg["code_fingerprint"] = training_code_fingerprint()
-    cfg["reproducibility"] = reproducibility.contract()  # a checkpoint from other CPU kernels is not resumed
-    h = config_hash(cfg)  # after build_method: a Stage-II method records its parent's hash in cfg
-    ckpt_dir = Path(cfg["paths"]["checkpoint"])
+    # Regenerated data, changed training code (which is also when DVC re-runs this stage), other
+    # CPU kernels or a changed parent model start the run fresh.
+    inputs = RunInputs(data_fingerprint=sha256_json(split.manifest["files"]),
+                       code_fingerprint=training_code_fingerprint(),
+                       reproducibility=reproducibility.contract(), trained_from=method.trained_from())
+    h = run_hash(cfg, inputs)
+    ckpt_dir = Path(c.paths["checkpoint"])
     state, why = checkpoint.load(ckpt_dir, h)
     start = 0
     if state is not None and state["step"] <= end:
@@ -236,78 +219,64 @@ def _train(cfg, ctx, stop_after, verify):
     elif state is not None:
         why = f"checkpoint at step {state['step']} is past the configured end {end}; starting fresh"
     if ctx.is_main:
-        print(f"[train {cfg['name']}] {why}; steps {start} -> {end}, global batch {t['batch_size']}, "
+        print(f"[train {c.name}] {why}; steps {start} -> {end}, global batch {t.batch_size}, "
               f"{ctx.world} process(es) on {ctx.device}", flush=True)
     if stop_after is not None:
         end = min(end, start + stop_after)
     saved = start  # the step of this run's newest checkpoint on disk (0: none)
 
-    sampler = StepBatches(len(dataset), t["batch_size"], ctx.rank, ctx.world, t["seed"], start, end)
+    sampler = StepBatches(len(dataset), t.batch_size, ctx.rank, ctx.world, t.seed, start, end)
     loader = torch.utils.data.DataLoader(
-        EpochItems(dataset), batch_sampler=sampler, num_workers=t.get("workers", 0),
+        EpochItems(dataset), batch_sampler=sampler, num_workers=t.workers,
         pin_memory=ctx.device.type == "cuda", persistent_workers=False,
     )
-    grid_batch = None if hasattr(method, "write_grid") else fixed_grid_batch(cfg, prepared)
-    fmt = torch.channels_last if t.get("channels_last") else torch.contiguous_format
+    write_grid = method.progress_grid(prepared)
+    fmt = torch.channels_last if t.channels_last else torch.contiguous_format
+    losses = LossLog(c.name)
     step = start
     # The bar is closed on an error too, so the error's line starts a line of its own.
-    bar = tqdm(total=end - start, initial=0, desc=cfg["name"], disable=not ctx.is_main, mininterval=2)
-    with _live_logger(cfg, ctx, start) as live, bar:
+    bar = tqdm(total=end - start, initial=0, desc=c.name, disable=not ctx.is_main, mininterval=2)
+    with _live_logger(c.paths["live"], ctx, start) as live, bar:
         for batch in loader:
             epoch = step // sampler.iters_per_epoch
             method.on_epoch(epoch)
-            torch.manual_seed(_mix(t["seed"], step, ctx.rank, 11))
-            noise = step_noise(method, t["batch_size"], t["seed"], step, ctx.rank, ctx.world, ctx.device)
-            with autocast(cfg, ctx):
+            torch.manual_seed(seeding.step_torch_seed(t.seed, step, ctx.rank))
+            noise = step_noise(method, t.batch_size, t.seed, step, ctx.rank, ctx.world, ctx.device)
+            with autocast(t, ctx):
                 logs = method.train_step(to_device(batch, ctx.device, fmt), noise, step)
             step += 1
-            check_finite(cfg, logs, step, saved)
+            losses.add(step, logs)
             bar.update(1)
             # Only values that the same run reproduces go into the DVC-tracked log (no wall-clock
             # speed: tqdm shows it), each at the step that produced it: the cadence and the run's
             # last step, not where a --stop-after segment ends, so a run in pieces logs the same rows.
-            if live is not None and (step % t["log_every"] == 0 or step == final):
-                live.step = step
-                for k, v in logs.items():
-                    live.log_metric(f"train/{k}", v)
-                live.next_step()
-            if step % t["checkpoint_every"] == 0 and step < end:
+            log_step = step % t.log_every == 0 or step == final
+            save_step = step % t.checkpoint_every == 0 and step < end
+            grid_step = ctx.is_main and step % t.grid_every == 0
+            if log_step or save_step or grid_step:
+                values = losses.read(saved)[step]
+                if live is not None and log_step:
+                    live.step = step
+                    for k, v in values.items():
+                        live.log_metric(f"train/{k}", v)
+                    live.next_step()
+            if save_step:
                 if ctx.is_main:
                     checkpoint.save(ckpt_dir, method, step, h)
                 saved = step
-            if ctx.is_main and step % t["grid_every"] == 0:
-                write_grid(method, grid_batch, Path(cfg["paths"]["grids"]) / f"step{step:07d}.png")
+            if grid_step:
+                write_grid(Path(c.paths["grids"]) / f"step{step:07d}.png")
+    losses.read(saved)
     if ctx.is_main:
         checkpoint.save(ckpt_dir, method, step, h)
         if step == final:
-            write_grid(method, grid_batch, Path(cfg["paths"]["grids"]) / "final.png")
-            save_model(cfg, method, step, h)
+            write_grid(Path(c.paths["grids"]) / "final.png")
+            save_model(cfg, method, step, h, inputs)
     distributed.barrier()
     return step
 
 
-def write_grid(method, grid_batch, path):
-    """Text-conditional families: all branches per caption; class-conditional ones draw their own."""
-    if grid_batch is None:
-        method.write_grid(path)
-    else:
-        write_branch_grid(method, grid_batch, path)
-
-
-def save_model(cfg, method, step, cfg_hash):
+def save_model(cfg, method, step, hash_, inputs):
     g = method.eval_generator()
-    torch_save({"family": cfg["family"], "config": cfg, "config_hash": cfg_hash, "step": step,
-                "generator": g.state_dict(), **method.export_extra()}, cfg["paths"]["model"])
-
-
-def fixed_grid_batch(cfg, prepared, rows=8):
-    """Captions (and embeddings) of test images spread over the split: the same rows in every
-    grid. Unconditional datasets (a single train split) show fixed noise rows."""
-    split = PreparedSplit(prepared, "test" if (Path(prepared) / "test").is_dir() else "train")
-    n = min(rows, len(split))
-    idx = np.linspace(0, len(split) - 1, n).astype(int)
-    batch = {"captions": [split.captions[i][0] if split.captions else split.keys[i] for i in idx]}
-    if cfg.get("conditional", True) and split.embeddings is not None:
-        batch["emb"] = torch.from_numpy(np.ascontiguousarray(split.embeddings[idx, 0]))
-    batch["z"] = torch.randn(n, cfg["z_dim"], generator=torch.Generator().manual_seed(cfg["eval"]["seed"]))
-    return batch
+    torch_save({"family": cfg["family"], "config": cfg, "config_hash": hash_, "trained_on": asdict(inputs),
+                "step": step, "generator": g.state_dict(), **method.export_extra()}, cfg["paths"]["model"])

@@ -73,6 +73,7 @@ def runs(tmp_path_factory):
     return out
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["synthetic-v2", "synthetic-v1"])
 def test_generated_images_follow_their_captions_after_training(runs, name):

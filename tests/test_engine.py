@@ -60,6 +60,7 @@ def final_weights(run_dir):
     return payload, state
 
 
+@pytest.mark.subprocess
 def test_sigkill_then_resume_is_bit_identical(workdir, tmp_path):
     straight = fresh_copy(workdir, tmp_path, "straight")
     stackgan(straight, "train", "synthetic-v2")
@@ -87,6 +88,7 @@ def test_sigkill_then_resume_is_bit_identical(workdir, tmp_path):
             assert torch.equal(v, s2["method"]["nets"][net][k]), (net, k)
 
 
+@pytest.mark.subprocess
 def test_two_runs_write_byte_identical_checkpoints_and_models(workdir, tmp_path):
     # DVC hashes these files: a run that changed nothing must not look changed.
     runs = [fresh_copy(workdir, tmp_path, name) for name in ("first", "second")]
@@ -97,6 +99,7 @@ def test_two_runs_write_byte_identical_checkpoints_and_models(workdir, tmp_path)
         assert first.read_bytes() == second.read_bytes(), rel
 
 
+@pytest.mark.subprocess
 def test_changed_config_is_not_resumed(workdir, tmp_path):
     run = fresh_copy(workdir, tmp_path, "cfg")
     stackgan(run, "train", "synthetic-v2", "--stop-after", "4")
@@ -132,6 +135,7 @@ def _grad_worker(rank, world, init_file, result_file):
     dist.destroy_process_group()
 
 
+@pytest.mark.subprocess
 def test_two_process_gradient_average_equals_full_batch_gradient(tmp_path):
     mp.spawn(_grad_worker, args=(2, str(tmp_path / "init"), str(tmp_path / "g.pt")), nprocs=2)
     torch.manual_seed(0)
@@ -142,6 +146,7 @@ def test_two_process_gradient_average_equals_full_batch_gradient(tmp_path):
         assert torch.allclose(got, want, atol=1e-6)
 
 
+@pytest.mark.subprocess
 def test_torchrun_two_processes_gloo_matches_single_process(workdir, tmp_path):
     """The same global batch on 2 gloo ranks (torchrun) and on 1 process: same data and noise,
     updates in the same direction. BatchNorm statistics are per rank (as with the reference's

@@ -7,11 +7,14 @@ import torch
 from PIL import Image
 from torch import nn
 
+from inception_fixture import write_random_inception
 from stackgan.data import cub, synthetic
+from stackgan.data.heldout import split_heldout
 from stackgan.errors import UserError
+from stackgan.hashing import sha256_file
 from stackgan.metrics import weights as weights_lookup
 from stackgan.metrics.compute import score_folder
-from stackgan.metrics.finetune import WeightEMA, finetune_inception, split_heldout
+from stackgan.metrics.finetune import WeightEMA, finetune_inception
 
 VIEW = "short40"
 # 75 px is the smallest input Inception-v3 accepts; scoring still runs at 299.
@@ -29,7 +32,7 @@ def prepared(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def imagenet_weights(tmp_path_factory):
-    return weights_lookup.write_random_inception(tmp_path_factory.mktemp("init") / "random.pth", seed=0)
+    return write_random_inception(tmp_path_factory.mktemp("init") / "random.pth", seed=0)
 
 
 def test_split_heldout_keeps_each_class_on_both_sides():
@@ -40,6 +43,10 @@ def test_split_heldout_keeps_each_class_on_both_sides():
     assert sorted(class_ids[heldout].tolist()) == [3, 3, 7, 7]
     train, heldout = split_heldout(class_ids, 0.1, seed=0)
     assert sorted(class_ids[heldout].tolist()) == [3, 7]  # at least one per class of >= 2 images
+    # never a whole class; fraction 0 holds nothing out (and still gives integer indices)
+    assert sorted(class_ids[split_heldout(class_ids, 0.9, seed=0)[1]].tolist()) == [3, 3, 3, 7, 7]
+    train, heldout = split_heldout(class_ids, 0.0, seed=0)
+    assert train.tolist() == list(range(8)) and heldout.dtype == np.int64 and len(heldout) == 0
 
 
 def test_weight_ema_follows_tf_warmup():
@@ -63,7 +70,7 @@ def test_finetune_writes_the_inception_v3_ft_format(prepared, imagenet_weights, 
     assert all(v.device.type == "cpu" for v in state.values())
     # the backbone was trained, not only the new class layer
     assert not torch.equal(state["Mixed_7c.branch_pool.conv.weight"], init["Mixed_7c.branch_pool.conv.weight"])
-    assert report["weights_sha256"] == weights_lookup.sha256_file(out / "cub-ft.pth")
+    assert report["weights_sha256"] == sha256_file(out / "cub-ft.pth")
     assert report["num_classes"] == 5 and report["heldout_images"] == 5 and report["train_images"] == 10
     assert report["heldout_top1"] in {i / 5 for i in range(6)}
     assert report["classes"][0]["name"].startswith("001.")

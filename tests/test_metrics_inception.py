@@ -4,10 +4,11 @@ import pytest
 import torch
 import torch_fidelity
 
+from inception_fixture import write_random_inception
+from stackgan.hashing import sha256_file
 from stackgan.metrics.compute import compute
 from stackgan.metrics.images import TensorImages
 from stackgan.metrics.protocols import Protocol, get_protocol
-from stackgan.metrics.weights import sha256_file, write_random_inception
 
 N = 6  # images per set; the Inception runs at 299 px on one CPU thread (~0.15 s per image)
 # The paper protocols' 10 IS splits would leave single-image splits (IS = 1) at this count.

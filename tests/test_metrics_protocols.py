@@ -5,6 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
+from stackgan import hashing, metric_names
 from stackgan.errors import UserError
 from stackgan.metrics import weights
 from stackgan.metrics.compute import compute, evaluate_samples, score_folder
@@ -36,6 +37,19 @@ def test_parametric_protocols():
     assert (short.extractor, short.feature_layer, short.reference) == ("synthetic-clf", "feat", "test")
     assert get_protocol("fid1k32_train").resize == 32 and get_protocol("fid1k32_train").reference == "train"
     assert get_protocol("capacc_synthetic").metric == "capacc"
+
+
+def test_metric_keys_have_one_grammar():
+    star = metric_names.parse("is30k64_cub-ft")
+    assert (star.family, star.count, star.in_thousands, star.resize, star.suffix) == ("is", 30000, True, 64, "cub-ft")
+    assert star.count_text() == "30,000" and star.msssim_scope() is None
+    plain = metric_names.parse("fid2004_synthetic-clf_test")  # a resize side only follows a `k` count
+    assert (plain.count, plain.resize, plain.suffix, plain.count_text()) == (2004, None, "synthetic-clf_test", "2004")
+    assert metric_names.parse("msssim100_class").msssim_scope() == "class"
+    assert metric_names.parse("msssim1k_all").msssim_scope() is None
+    assert [metric_names.parse(k) for k in ("capacc_synthetic", "hr", "is30k", "IS30k_cub-ft")] == [None] * 4
+    assert [metric_names.family(k) for k in ("is30k64_cub-ft", "capacc_synthetic", "fooled-rate", "hr", "msssim")] \
+        == ["is", "capacc", "fooled-rate", "hr", "msssim"]
 
 
 @pytest.mark.parametrize("bad", ["is30k_cub", "kid30k_test", "fid30k_val", "is0_imagenet", "is30k4_imagenet",
@@ -72,9 +86,9 @@ def test_corrupt_inception_file_is_caught(tmp_path, monkeypatch):
 def test_sha256_file_tracks_content(tmp_path):
     f = tmp_path / "w.bin"
     f.write_bytes(b"abc")
-    assert weights.sha256_file(f) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    assert hashing.sha256_file(f) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     f.write_bytes(b"abcd")
-    assert weights.sha256_file(f) == "88d4266fd4e6338d13b845fcf289579d209c897823b9217da3e161936f031589"
+    assert hashing.sha256_file(f) == "88d4266fd4e6338d13b845fcf289579d209c897823b9217da3e161936f031589"
 
 
 def write_sample_run(folder, n, seed):

@@ -23,7 +23,8 @@ def _namespaces_work():
     return probe.returncode == 0
 
 
-pytestmark = pytest.mark.skipif(not _namespaces_work(), reason="needs user namespaces (unshare -rm) for a tmpfs")
+pytestmark = [pytest.mark.subprocess,
+              pytest.mark.skipif(not _namespaces_work(), reason="needs user namespaces (unshare -rm) for a tmpfs")]
 
 
 def run_on_tmpfs(mount: Path, options: str, *args):

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+pytestmark = pytest.mark.pipeline
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -1,19 +1,25 @@
 """FID reference statistics: written once under a content-derived name, read back by compute
 without touching the reference images, and equal to torch-fidelity computing FID directly."""
 
+import hashlib
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 import torch_fidelity
 from torch.utils.data import Dataset
 
+from inception_fixture import write_random_inception
 from stackgan.data import cub, synthetic
 from stackgan.errors import UserError
-from stackgan.metrics import weights as weights_lookup
+from stackgan.hashing import sha256_file
 from stackgan.metrics.compute import compute
 from stackgan.metrics.images import ScoredView, TensorImages
 from stackgan.metrics.protocols import Protocol
-from stackgan.metrics.refstats import compute_refstats, reference_set
+from stackgan.metrics.reference import reference_set
+from stackgan.metrics.refstats import compute_refstats
 
 VIEW, RES, N = "short40", 32, 6
 # The 192-d layer of the same network: same torch-fidelity path, a fraction of the CPU (the
@@ -47,7 +53,7 @@ def dataset(tmp_path_factory):
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     folder = tmp_path_factory.mktemp("weights")
-    return [weights_lookup.write_random_inception(folder / f"inception-{s}.pth", seed=s) for s in (0, 1)]
+    return [write_random_inception(folder / f"inception-{s}.pth", seed=s) for s in (0, 1)]
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +82,15 @@ def test_one_file_per_fid_protocol_named_by_everything_it_depends_on(dataset, we
     assert again[FID.name]["reused"] and again[FID.name]["file"] == entries[FID.name]["file"]
     other = compute_refstats(dataset, [FID], tmp_path, VIEW, RES, device="cpu", weights=weights[1])
     assert other[FID.name]["file"] != entries[FID.name]["file"]  # new weights never meet stale statistics
-    assert other[FID.name]["weights_sha256"] == weights_lookup.sha256_file(weights[1])
+    assert other[FID.name]["weights_sha256"] == sha256_file(weights[1])
+
+
+def test_reference_key_names_split_view_crop_resolution_and_file_hashes(dataset):
+    # Part of every statistics file's name and metrics file: a new rule must be on purpose.
+    _, key = reference_set(dataset["prepared_dir"], "test", VIEW, RES)
+    files = json.loads((Path(dataset["prepared_dir"]) / "manifest.json").read_text())["files"]
+    digest = hashlib.sha256(json.dumps(files, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    assert key == f"prepared/test/{VIEW}/centre square of the view, PIL bilinear to the resolution/{RES}/{digest}"
 
 
 def test_fid_from_stored_statistics_equals_direct_torch_fidelity(dataset, weights, stored):

@@ -39,12 +39,14 @@ def native_hashes():
     return [probe("native", **m)["weights_sha256"] for m in MACHINES]
 
 
+@pytest.mark.subprocess
 @pytest.mark.skipif(not HAS_AVX2, reason="the pins name AVX2 kernels; this CPU cannot run them")
 def test_unpinned_the_emulated_machines_disagree(native_hashes):
     """Without the pins every stand-in gives other bits, so the next test can fail."""
     assert len(set(native_hashes)) == len(MACHINES)
 
 
+@pytest.mark.subprocess
 @pytest.mark.skipif(not HAS_AVX2, reason="the pins name AVX2 kernels; this CPU cannot run them")
 @pytest.mark.parametrize("convolutions", ["im2col", "onednn"])
 def test_pinned_step_is_bitwise_independent_of_the_kernels_this_cpu_would_pick(convolutions):
@@ -59,6 +61,7 @@ def test_pinned_step_is_bitwise_independent_of_the_kernels_this_cpu_would_pick(c
         assert contract["convolutions"] == "ATen im2col + MKL GEMM" and contract["onednn_cache_sizes"] is None
 
 
+@pytest.mark.subprocess
 def test_the_two_convolution_paths_are_different_contracts():
     assert probe("im2col")["weights_sha256"] != probe("onednn")["weights_sha256"]
 
@@ -70,6 +73,7 @@ def run_cli(*args, cwd=REPO):
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.subprocess
 def test_cli_pins_cpu_profiles_before_torch_loads_and_leaves_paper_alone():
     ci = run_cli("--profile", "ci", "env", "--json")
     assert ci.returncode == 0, ci.stderr
@@ -84,6 +88,7 @@ def test_cli_pins_cpu_profiles_before_torch_loads_and_leaves_paper_alone():
     assert "aten_capability" in text and "this machine" in text
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("entry,word", [("threads: 0", "threads"), ("threads: -1", "threads"),
                                         ("threads: two", "threads"), ("threads: true", "threads"),
                                         ("threads: null", "threads"), ("threads: 2, convolutions: fft", "convolutions")])
@@ -172,6 +177,7 @@ def test_verdict_says_reproduced_or_what_differs_and_why(repo):
     assert "git checkout results dvc.lock" in text
 
 
+@pytest.mark.subprocess
 def test_env_record_writes_the_machine_beside_the_metrics(tmp_path):
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
     proc = run_cli("--profile", "ci", "env", "--record", cwd=tmp_path)
@@ -180,6 +186,7 @@ def test_env_record_writes_the_machine_beside_the_metrics(tmp_path):
     assert record["machine"]["cpu"] == reproducibility.machine()["cpu"] and record["contract"]["pinned"]
 
 
+@pytest.mark.subprocess
 def test_thread_count_is_not_a_user_error_when_unpinned(tmp_path):
     params = (REPO / "params.yaml").read_text().replace("cpu: {pinned: true, threads: 2, convolutions: im2col}",
                                                         "cpu: {pinned: false}")
@@ -188,6 +195,7 @@ def test_thread_count_is_not_a_user_error_when_unpinned(tmp_path):
     assert proc.returncode == 0 and not json.loads(proc.stdout)["contract"]["pinned"]
 
 
+@pytest.mark.subprocess
 def test_unknown_profile_in_env_is_one_line():
     proc = run_cli("--profile", "nope", "env")
     assert proc.returncode == 2 and "unknown profile 'nope'" in proc.stderr and "Traceback" not in proc.stderr

@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 import torch
 
+from stackgan import seeding
 from stackgan.config import experiment_config, load_params
 from stackgan.data import cifar10
 from stackgan.data.prepared import PreparedSplit
 from stackgan.encoder import encoder_config, load_encoder, train_encoder
 from stackgan.errors import UserError
 from stackgan.losses.sgan import adaptive_g_steps
-from stackgan.methods import build_method, load_generator, parameter_counts
-from stackgan.methods.sgan import SGANMethod, label_attributes, sample_batches
-from stackgan.train import _mix, step_noise
+from stackgan.methods import build_method, load_generator, output_resolution, parameter_counts
+from stackgan.methods.sgan import SGANMethod, label_attributes
 
 PER_CLASS = 6  # images per class per CIFAR batch
 BATCH = 10
@@ -75,10 +75,9 @@ def method_and_batch(cfg, seed=0):
 
 
 def run_step(m, batch, step, seed=0):
-    """One engine iteration: the engine's per-step seeding and noise."""
-    torch.manual_seed(_mix(seed, step, 0, 11))
-    noise = step_noise(m, BATCH, seed, step, 0, 1, torch.device("cpu"))
-    return m.train_step(batch, noise, step)
+    """One engine iteration on one process: the engine's per-step seeding and noise."""
+    torch.manual_seed(seeding.step_torch_seed(seed, step, 0))
+    return m.train_step(batch, m.draw_noise(seeding.step_noise_generator(seed, step), BATCH), step)
 
 
 def test_encoder_stage_report_and_payload(cifar_root):
@@ -178,14 +177,14 @@ def test_adaptive_g_steps_are_applied(cifar_root):
     cfg["adaptive_g_steps"] = True
     cfg["optim"].update(lr_d=3e-2, lr_g=1e-7)  # D wins quickly, so its adversarial loss falls
     m, batch = method_and_batch(cfg)
-    assert step_noise(m, BATCH, 0, 0, 0, 1, torch.device("cpu"))["z"].shape == (BATCH, 8, 50)
+    assert m.draw_noise(seeding.step_noise_generator(0, 0), BATCH)["z"].shape == (BATCH, 8, 50)
     g_param = next(m.nets["G"].parameters())
     counts = []
     for step in range(24):
         before = int(m.optims["G"].state[g_param]["step"]) if m.optims["G"].state else 0
         logs = run_step(m, batch, step)
         done = int(m.optims["G"].state[g_param]["step"]) - before
-        assert done == logs["G/steps"] == adaptive_g_steps(logs["D0/adv"])
+        assert done == float(logs["G/steps"]) == adaptive_g_steps(float(logs["D0/adv"]))
         counts.append(done)
     assert counts[0] == 1 and max(counts) > 3, f"D never took over: G steps {counts}"
 
@@ -195,7 +194,9 @@ def test_smoke_phases_resume_sampling_and_grid(cifar_root, tmp_path):
     m, batch = method_and_batch(cfg)
     for step in range(3):
         logs = run_step(m, batch, step)
-        assert all(np.isfinite(v) for v in logs.values())
+        # 0-d tensors, read by the engine on log steps only
+        assert all(isinstance(v, torch.Tensor) and v.dim() == 0 and not v.requires_grad for v in logs.values())
+        assert all(torch.isfinite(v) for v in logs.values())
     assert m.phase == "joint"
     state = m.state_dict()
     again, _ = method_and_batch(cfg, seed=5)
@@ -214,11 +215,19 @@ def test_smoke_phases_resume_sampling_and_grid(cifar_root, tmp_path):
     payload = {"family": "sgan", "config": cfg, "step": 3, "generator": g.state_dict(), **m.export_extra()}
     loaded = load_generator(payload, torch.device("cpu"))
     assert np.array_equal(loaded.sample_images(labels, 100), images)
-    batches = list(sample_batches(payload, loaded, 12, seed=100, batch_size=5))
-    items = [it for _, its in batches for it in its]
+    cfg["eval"].update(num_samples=12, seed=100)
+    batches = list(SGANMethod.sample_batches(cfg, payload, loaded, 5))
+    items = [it for _, its, _ in batches for it in its]
     assert [it["label"] for it in items] == [i % 10 for i in range(12)] and len(batches) == 3
-    m.write_grid(tmp_path / "grid.png")
-    assert (tmp_path / "grid.png").stat().st_size > 0
+    assert all(branches is None for _, _, branches in batches)
+    assert np.array_equal(batches[1][0], loaded.sample_images([5, 6, 7, 8, 9], 100, 5))
+    assert items[3] == {"label": 3, "class_id": 3, "caption_index": None, "attributes": None}
+    write = m.progress_grid(cfg["data"]["prepared_dir"])
+    write(tmp_path / "grid.png")
+    first = (tmp_path / "grid.png").read_bytes(), (tmp_path / "grid-fixed-fc3.png").read_bytes()
+    write(tmp_path / "grid.png")  # the same rows and noise at every call
+    assert first == ((tmp_path / "grid.png").read_bytes(), (tmp_path / "grid-fixed-fc3.png").read_bytes())
+    assert output_resolution(cfg) == images.shape[1] == 32
     counts = parameter_counts(cfg)
     assert set(counts) == {"E", "G1", "G0", "D1", "D0"} and counts["E"] == 0  # E is frozen
 
@@ -272,8 +281,8 @@ def test_synthetic_sgan_generates_the_conditioned_class(tmp_path):
     t = cfg["train"]
     steps = StepBatches(len(data), t["batch_size"], 0, 1, t["seed"], 0, 200)
     for step, batch in enumerate(torch.utils.data.DataLoader(EpochItems(data), batch_sampler=steps)):
-        torch.manual_seed(_mix(t["seed"], step, 0, 11))
-        m.train_step(batch, step_noise(m, t["batch_size"], t["seed"], step, 0, 1, torch.device("cpu")), step)
+        torch.manual_seed(seeding.step_torch_seed(t["seed"], step, 0))
+        m.train_step(batch, m.draw_noise(seeding.step_noise_generator(t["seed"], step), t["batch_size"]), step)
     k = cfg["num_classes"]
     labels = torch.arange(300) % k
     images = torch.from_numpy(m.eval_generator().sample_images(labels, seed=100)).permute(0, 3, 1, 2)

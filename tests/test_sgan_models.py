@@ -1,12 +1,26 @@
 """SGAN networks: shapes and parameter counts derived by hand from spec sgan-reference.md §1."""
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from configs import resolved
 from stackgan.errors import UserError
-from stackgan.models.sgan import (GaussianNoise, build_sgan, sample_z0, sample_z1, z0_dim)
+from stackgan.methods.sgan import SGANConfig
+from stackgan.models.sgan import Z1_DIM, GaussianNoise, build_sgan, z0_dim
+from stackgan.models.sgan_variants import SGANSampler, build_networks
 
+
+
+def sample_z1(batch_size, generator=None):
+    """z1 ~ U[0,1)^50, as the reference draws it."""
+    return torch.rand(batch_size, Z1_DIM, generator=generator)
+
+
+def sample_z0(dataset, batch_size, generator=None):
+    """z0 ~ U[0,1)^16 (CIFAR-like) or U[0,1)^50 (MNIST)."""
+    return torch.rand(batch_size, z0_dim(dataset), generator=generator)
 
 def n_params(module):
     return sum(p.numel() for p in module.parameters())
@@ -202,3 +216,41 @@ def test_encoder_frozen_but_passes_gradient():
 def test_bad_configuration_is_user_error(kwargs):
     with pytest.raises(UserError):
         build_sgan(**kwargs)
+
+
+def variant_cfg(variant, arch="synthetic", width=0.25, use_cond=True):
+    return SGANConfig.of(resolved("synthetic-sgan", variant=variant, arch=arch, num_classes=4, width=width,
+                                  dcgan_z_dim=50, loss={"use_cond": use_cond}))
+
+
+@pytest.mark.parametrize("variant,gens,ds", [("sgan", ("G1", "G0"), ("D1", "D0")), ("dcgan", ("G",), ("D0",))])
+def test_variant_networks_and_sampler_state_keys(variant, gens, ds):
+    torch.manual_seed(0)
+    nets = build_networks(variant_cfg(variant))
+    assert set(nets) == {"E", *gens, *ds}
+    adv, q = nets["D0"](torch.rand(2, 3, 32, 32))  # narrowed to width 0.25, heads keep their outputs
+    assert adv.shape == (2, 4) and q.shape == (2, 16 if variant == "sgan" else 50)
+    assert nets["D0"].trunk[1].out_channels == 24
+    # model.pt stores this state_dict: its keys are the file format
+    keys = SGANSampler(variant_cfg(variant), nets).state_dict()
+    assert {k.split(".")[1] for k in keys} == set(gens) and all(k.startswith("gens.") for k in keys)
+    assert ("gens.G.label_code.0.weight" in keys) == (variant == "dcgan")
+
+
+def test_sampler_noise_scheme():
+    """Sample i's z1 then z0 come from one generator seeded by SeedSequence([seed, i])."""
+    sampler = SGANSampler(variant_cfg("sgan"), build_networks(variant_cfg("sgan")))
+    noise = sampler.noise(3, seed=100, start=2)
+    gen = torch.Generator().manual_seed(int(np.random.SeedSequence([100, 3]).generate_state(1)[0]))
+    assert torch.equal(noise["z1"][1], torch.rand(50, generator=gen))
+    assert torch.equal(noise["z0"][1], torch.rand(16, generator=gen))
+    images = sampler.eval().sample_images([0, 1, 2], seed=100, start=2)
+    assert images.shape == (3, 32, 32, 3) and np.array_equal(images[1:], sampler.sample_images([1, 2], 100, 3))
+
+
+@pytest.mark.parametrize("kwargs,match", [(dict(variant="gan"), "variant must be"),
+                                          (dict(variant="sgan", arch="mnist"), "width 1 only"),
+                                          (dict(variant="dcgan", arch="mnist", width=1), "width 1 only")])
+def test_bad_variant_is_user_error(kwargs, match):
+    with pytest.raises(UserError, match=match):
+        variant_cfg(**kwargs)

@@ -148,3 +148,33 @@ def test_train_verify_names_a_shard_whose_bytes_changed(tmp_path, prepared, monk
                    "manifest records; the prepared data is damaged: run `stackgan prepare synthetic` again (or "
                    "`dvc repro`)\n")
     assert not (root / RUN).exists()
+
+
+class CountingTensor(torch.Tensor):
+    """A 0-d loss that counts how often it is read as a number (each read is a device sync)."""
+    reads = 0
+
+    def __float__(self):
+        CountingTensor.reads += 1
+        return super().__float__()
+
+
+def test_losses_are_read_on_log_checkpoint_and_grid_steps_only(tmp_path, prepared, monkeypatch):
+    project(tmp_path, prepared, "reads", monkeypatch)
+    real_step = V2Method.train_step
+    sizes, seen = [], []  # losses per step; reads found at the start of each step
+
+    def tensor_losses(self, batch, noise, step):
+        seen.append(CountingTensor.reads)
+        logs = real_step(self, batch, noise, step)
+        sizes.append(len(logs))
+        return {k: torch.as_tensor(v).as_subclass(CountingTensor) for k, v in logs.items()}
+
+    CountingTensor.reads = 0
+    monkeypatch.setattr(V2Method, "train_step", tensor_losses)
+    train(config(), device_pref="cpu")
+    # 8 steps, log every 2, checkpoint every 3: the losses are read after steps 2, 3, 4, 6 and 8,
+    # all those of the steps since the previous read at once, never inside a step.
+    done = [max(r for r in (0, 2, 3, 4, 6) if r <= i) for i in range(8)]
+    assert seen == [sum(sizes[:d]) for d in done]
+    assert CountingTensor.reads == sum(sizes)

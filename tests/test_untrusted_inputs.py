@@ -134,6 +134,7 @@ def test_hostile_cifar_batch_is_refused(tmp_path, archive):
     assert not target.exists() and not (tmp_path / "out").exists()
 
 
+@pytest.mark.subprocess
 def test_cli_shows_the_refusal_as_one_line_and_exit_2(tmp_path):
     raw, target = make_cub(tmp_path / "raw"), tmp_path / "pwned"
     (raw / "train" / "filenames.pickle").write_bytes(hostile("os.system", target))

@@ -373,11 +373,11 @@ def test_rng_state_round_trips_through_a_checkpoint_file(tmp_path):
 
 
 def test_embedding_width_other_than_the_models_is_refused_before_sampling(workdir, project, capsys):
-    from stackgan.methods.v2 import build_generator
+    from stackgan.methods.v2 import V2Config, build_generator
 
     payload = checkpoint.load_model(trained(workdir, "model.pt"), "x")
     payload["config"]["text_dim"] = 1000  # the prepared synthetic embeddings are 1024 wide
-    payload["generator"] = build_generator(payload["config"]).state_dict()
+    payload["generator"] = build_generator(V2Config.of(payload["config"])).state_dict()
     torch_save(payload, project / RUN / "model.pt")
     line = one_line_error(capsys, ["--params", "params.yaml", "sample", "synthetic-v2"])
     assert "1024-wide caption embeddings but the model takes text_dim 1000" in line
@@ -396,7 +396,7 @@ def test_a_bare_pickle_is_refused_too(tmp_path):
 @pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"items": [3]}'])
 def test_corrupt_samples_index_is_one_line(tmp_path, images, clf, content):
     from stackgan.metrics.compute import evaluate_samples
-    from stackgan.sample import read_samples
+    from stackgan.samples_index import read_samples
 
     (images / "samples.json").write_text(content)
     with pytest.raises(UserError, match=r"samples\.json is not .*re-run `stackgan sample`"):

@@ -7,6 +7,7 @@ import copy
 import io
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -89,7 +90,7 @@ def test_stage1_lr_halves_every_decay_epochs(stage1):
 
 def test_on_epoch_schedule():
     m = V1Method.__new__(V1Method)  # only the schedule's inputs
-    m.cfg = {"optim": {"lr_decay_epochs": 100}}
+    m.c = SimpleNamespace(optim=SimpleNamespace(lr_decay_epochs=100))
     p = torch.nn.Parameter(torch.zeros(1))
     m.optims = {"G2": torch.optim.Adam([p], lr=1.0), "D2": torch.optim.Adam([p], lr=1.0)}
     m.base_lr = {"G2": 2e-4, "D2": 1e-4}
@@ -102,7 +103,8 @@ def test_on_epoch_schedule():
 def test_stage2_keeps_stage1_frozen_and_records_parent(stage1, stage2):
     parent, child = load(stage1["paths"]["model"]), load(stage2["paths"]["model"])
     assert child["parent"] == {"name": "synthetic-v1-s1", "config_hash": parent["config_hash"], "step": S1_STEPS}
-    assert child["config"]["parent_model"] == child["parent"]  # part of the Stage-II config hash
+    assert child["trained_on"]["trained_from"] == {"parent": child["parent"]}  # part of the Stage-II run hash
+    assert "parent_model" not in child["config"]  # the resolved config is saved as resolved
     g1 = load_generator(parent, "cpu").net
     g2 = load_generator(child, "cpu").net
     for (name, p1), (_, p2) in zip(g1.named_parameters(), g2.stage1.named_parameters()):

@@ -22,12 +22,15 @@ from stackgan.losses import v1 as L
 from stackgan.methods import build_method, load_generator, parameter_counts
 from stackgan.methods.v1 import STAGE1_KEYS, V1Generator
 from stackgan.models.v1 import Stage1D, Stage1G, Stage2D, Stage2G
+from stackgan.config import RunInputs
 from stackgan.train import save_model, train
 from test_v1_models import (bn, ca, conv3, count, logit_head, stage1_d_by_hand, stage1_g_by_hand, stage2_d_by_hand,
-                            stage2_g_trainable_by_hand)
+                            stage2_g_trainable_by_hand, trainable_parameters)
 
 PARAMS_FILE = Path(__file__).resolve().parents[1] / "params.yaml"
 PARAMS = C.load_params(PARAMS_FILE)
+# What a hand-saved model.pt records it was trained on (these tests save models without training).
+INPUTS = RunInputs(data_fingerprint="d", code_fingerprint="c", reproducibility={}, trained_from={})
 UNCOND_V1 = ["lsun-bedroom-v1", "lsun-church-v1", "imagenet-dog-v1", "imagenet-cat-v1"]
 GF, DF, Z = 4, 2, 16  # tiny widths for forward tests
 TINY = {"gf_dim": GF, "df_dim": DF, "z_dim": Z, "r_num": 1, "stage1_size": 32,  # embedded sizes: 32 -> 64
@@ -169,9 +172,9 @@ def test_train_step_each_stage_without_embeddings(tmp_path):
     assert set(noise) == {"z"} and noise["z"].shape == (4, Z)
     logs = m1.train_step(image_batch(4, 32, 1), noise, 0)
     assert {"loss_D", "loss_G", "D_real", "D_fake", "G_adv"} <= set(logs) and "G_kl" not in logs
-    assert logs["loss_D"] == pytest.approx(logs["D_real"] + logs["D_fake"], abs=1e-6)
+    assert float(logs["loss_D"]) == pytest.approx(float(logs["D_real"] + logs["D_fake"]), abs=1e-6)
     assert all(math.isfinite(v) for v in logs.values())
-    save_model(s1_cfg, m1, 1, "parenthash")
+    save_model(s1_cfg, m1, 1, "parenthash", INPUTS)
 
     s2_cfg = tiny_cfg("lsun-bedroom-v1", tmp_path, out_size=64)
     m2 = build_method(s2_cfg, torch.device("cpu"))
@@ -180,13 +183,13 @@ def test_train_step_each_stage_without_embeddings(tmp_path):
     for (k, p1), p2 in zip(m1.nets["G1"].named_parameters(), g2.stage1.parameters()):
         assert torch.equal(p1, p2), k
     frozen = [p.clone() for p in g2.stage1.parameters()]
-    trainable = [p.clone() for p in g2.trainable_parameters()]
+    trainable = [p.clone() for p in trainable_parameters(g2)]
     noise = m2.draw_noise(torch.Generator().manual_seed(0), 4)
     assert set(noise) == {"z"}
     logs = m2.train_step(image_batch(4, 64, 2), noise, 0)
     assert set(logs) == {"loss_D", "loss_G", "lr", "D_real", "D_fake", "G_adv"}
     assert all(torch.equal(a, b) for a, b in zip(frozen, g2.stage1.parameters()))
-    assert any(not torch.equal(a, b) for a, b in zip(trainable, g2.trainable_parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(trainable, trainable_parameters(g2)))
 
     g = m2.eval_generator()  # the sampling interface: g(z, emb=None, eps=None)
     z = torch.randn(2, Z)
@@ -200,7 +203,7 @@ def test_train_step_each_stage_without_embeddings(tmp_path):
 
 def test_conditional_parent_is_refused(tmp_path):
     s1_cfg = tiny_cfg("lsun-bedroom-v1-s1", tmp_path, out_size=32, conditional=True)
-    save_model(s1_cfg, build_method(s1_cfg, torch.device("cpu")), 1, "h")
+    save_model(s1_cfg, build_method(s1_cfg, torch.device("cpu")), 1, "h", INPUTS)
     with pytest.raises(UserError, match="conditional True .here False."):
         build_method(tiny_cfg("lsun-bedroom-v1", tmp_path, out_size=64), torch.device("cpu"))
 

@@ -5,13 +5,14 @@ import copy
 import pytest
 import torch
 
+from configs import resolved
 from stackgan.methods.v2 import V2Method
 
-CFG = dict(conditional=True, gf_dim=2, df_dim=2, z_dim=4, ef_dim=3, text_dim=6, r_num=1,
-           branch_sizes=[16, 32], emit=[True, True], discriminators=[0, 1],
-           loss={"uncond": 1.0, "kl": 2.0, "color": 0.0},
-           optim={"lr_g": 2e-4, "lr_d": 2e-4, "betas": [0.5, 0.999]},
-           ema={"decay": 0.9, "snapshot_reset": True, "snapshot_interval": 3})
+CFG = resolved("synthetic-v2", conditional=True, gf_dim=2, df_dim=2, z_dim=4, ef_dim=3, text_dim=6, r_num=1,
+               branch_sizes=[16, 32], emit=[True, True], discriminators=[0, 1],
+               loss={"uncond": 1.0, "kl": 2.0, "color": 0.0},
+               optim={"lr_g": 2e-4, "lr_d": 2e-4, "betas": [0.5, 0.999]},
+               ema={"decay": 0.9, "snapshot_reset": True, "snapshot_interval": 3})
 
 
 def batch(b=4, sizes=(16, 32)):
@@ -83,7 +84,7 @@ def test_bf16_autocast_step_runs_on_cpu():
     m = method()
     with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
         logs = m.train_step(batch(), noise(m), step=0)
-    assert all(torch.isfinite(torch.tensor(v)) for v in logs.values())
+    assert all(torch.isfinite(torch.as_tensor(v)) for v in logs.values())
 
 
 @pytest.mark.gpu
@@ -93,4 +94,4 @@ def test_channels_last_bf16_step_on_cuda():
          for k, v in batch().items()}
     with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
         logs = m.train_step(b, {k: v.cuda() for k, v in noise(m).items()}, step=0)
-    assert all(torch.isfinite(torch.tensor(v)) for v in logs.values())
+    assert all(torch.isfinite(torch.as_tensor(v)) for v in logs.values())

@@ -1,11 +1,18 @@
+from pathlib import Path
+
 import pytest
 import torch
 
-from stackgan.methods.v2 import build_networks, discriminator_names
+from stackgan import config as C
+from stackgan.methods.v2 import V2Config, build_networks, discriminator_names
 from stackgan.models.v2 import GLU, Discriminator, Generator, init_weights
 
-REF = dict(gf_dim=64, z_dim=100, ef_dim=128, text_dim=1024, branch_sizes=[64, 128, 256], r_num=2,
-           conditional=True, emit=[True, True, True], df_dim=64, loss={"uncond": 1.0}, discriminators=[0, 1, 2])
+# The reference architecture: cub-v2 as the paper profile resolves it (models.v2's defaults).
+REF = C.experiment_config(C.load_params(Path(__file__).resolve().parents[1] / "params.yaml"), "cub-v2", "paper")
+
+
+def v2_config(**over):
+    return V2Config.of({**REF, **over, "loss": {**REF["loss"], **over.get("loss", {})}})
 
 
 def count(module):
@@ -14,7 +21,7 @@ def count(module):
 
 def meta_networks(**over):
     with torch.device("meta"):
-        return build_networks({**REF, **over})
+        return build_networks(v2_config(**over))
 
 
 # Hand derivation from stackgan-reference.md §1 (conv3x3 has no bias: 9*cin*cout; BN: 2*C).
@@ -69,9 +76,9 @@ def test_nojcu_drops_the_unconditional_head():
 
 
 def test_table5_variants_build_the_described_trees():
-    g3 = {**REF, "emit": [False, False, True], "discriminators": [0]}
+    g3 = v2_config(emit=[False, False, True], discriminators=[0])
     assert discriminator_names(g3) == ["D256"]
-    g33 = {**g3, "discriminators": [0, 0, 0]}
+    g33 = v2_config(emit=[False, False, True], discriminators=[0, 0, 0])
     assert discriminator_names(g33) == ["D256", "D256b", "D256c"]
     nets = meta_networks(emit=[False, False, True], discriminators=[0])
     assert count(nets["G"]) == G_COND - conv3(64, 3) - conv3(32, 3)

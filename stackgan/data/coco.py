@@ -28,10 +28,10 @@ import numpy as np
 
 from stackgan.data import staging
 from stackgan.data.labelled import check_count
-from stackgan.data.staging import sha256_file, spread_selection
+from stackgan.data.staging import spread_selection
 from stackgan.data.torch7 import read_caption_embeddings
-from stackgan.data.views import check_views
 from stackgan.errors import UserError
+from stackgan.hashing import sha256_file
 
 SPLITS = ("train", "test")
 CAPTIONS_PER_IMAGE = 5
@@ -78,12 +78,7 @@ def check_layout(raw: Path):
                                 f"({COCO_URL}) and unpack it into {raw}")
             continue
         for name in PICKLES:
-            path = raw / split / name
-            if path.is_file():
-                continue
-            if (raw / "coco" / split / name).is_file():
-                raise UserError(f"{path} not found but {raw / 'coco' / split / name} exists; pass --raw {raw / 'coco'}")
-            raise UserError(f"{path} not found; {_metadata_remedy(raw, split)}")
+            staging.require_file(raw, f"{split}/{name}", ("coco",), _metadata_remedy(raw, split))
 
 
 def image_path(raw: Path, key: str) -> Path:
@@ -220,10 +215,7 @@ def prepare(raw_dir, out_dir, views: dict, limit=None, expected_counts=None, tex
     when limit is None.
     text_dim: the embedding width required, as in cub.prepare.
     """
-    raw, out_dir = Path(raw_dir), Path(out_dir)
-    views = check_views(views)
-    staging.check_limit(limit)
-    staging.check_output(out_dir)
+    raw, out_dir, views = staging.check_arguments(raw_dir, out_dir, views, limit)
     check_layout(raw)
     with_captions = (raw / "annotations").is_dir()
     tables, metas, test_source = {}, {}, None
@@ -251,8 +243,7 @@ def prepare(raw_dir, out_dir, views: dict, limit=None, expected_counts=None, tex
             staging.write_split(tmp / split, split, meta, _items(raw, meta["keys"]), views)
         return {"dataset": "coco", "limit": limit, "views": views,
                 "crop": "none: whole image",
-                "class_info": {s: "class_info.pickle" if m["class_info"] else "absent: one class per image"
-                               for s, m in metas.items()},
+                "class_info": {s: staging.class_info_source(m) for s, m in metas.items()},
                 "splits": {split: staging.split_summary(meta) for split, meta in metas.items()},
                 "test_source": test_source or "test/filenames.pickle + char-CNN-RNN-embeddings.pickle"}
 

@@ -14,11 +14,10 @@ import os
 import re
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 from stackgan.data import staging
-from stackgan.data.views import check_views
+from stackgan.data.labelled import check_count
 from stackgan.errors import UserError
 
 SPLITS = ("train", "test")
@@ -41,16 +40,8 @@ def check_layout(raw: Path):
     if not raw.is_dir():
         raise UserError(f"raw folder {raw} not found; {_metadata_hint(raw)}, and {_images_hint(raw)}")
     for split in SPLITS:
-        names = raw / split / "filenames.pickle"
-        if not names.is_file():
-            for nested in ("birds", "Data/birds", "data/birds"):
-                if (raw / nested / split / "filenames.pickle").is_file():
-                    raise UserError(f"{names} not found but {raw / nested / split} exists; "
-                                    f"pass --raw {raw / nested}")
-            raise UserError(f"{names} not found; {_metadata_hint(raw)}")
-        embeddings = raw / split / "char-CNN-RNN-embeddings.pickle"
-        if not embeddings.is_file():
-            raise UserError(f"{embeddings} not found; {_metadata_hint(raw)}")
+        for name in ("filenames.pickle", "char-CNN-RNN-embeddings.pickle"):
+            staging.require_file(raw, f"{split}/{name}", ("birds", "Data/birds", "data/birds"), _metadata_hint(raw))
     cub = raw / "CUB_200_2011"
     for name in ("images.txt", "bounding_boxes.txt"):
         if not (cub / name).is_file():
@@ -93,7 +84,7 @@ def _parse_bbox(path: Path, number: int, fields: list[str]) -> tuple[int, int, i
     return bbox
 
 
-def _image_rows(cub: Path) -> dict[str, tuple[str, tuple[int, int, int, int], int]]:
+def read_image_rows(cub: Path) -> dict[str, tuple[str, tuple[int, int, int, int], int]]:
     """key -> (relative image path, bbox (x, y, w, h) as ints, its line in bounding_boxes.txt);
     row i of images.txt pairs with row i of bounding_boxes.txt, as in the reference loaders."""
     boxes_path = cub / "bounding_boxes.txt"
@@ -109,11 +100,6 @@ def _image_rows(cub: Path) -> dict[str, tuple[str, tuple[int, int, int, int], in
                             f"images.txt id {image_id}; the files do not match, re-extract both")
         table[os.path.splitext(rel)[0]] = (rel, _parse_bbox(boxes_path, number, box), number)
     return table
-
-
-def read_image_table(cub: Path) -> dict[str, tuple[str, tuple[int, int, int, int]]]:
-    """key -> (relative image path, bbox (x, y, w, h) as ints)."""
-    return {key: (rel, bbox) for key, (rel, bbox, _) in _image_rows(cub).items()}
 
 
 def bbox_crop_box(bbox, width: int, height: int) -> tuple[int, int, int, int]:
@@ -152,22 +138,6 @@ def read_attributes(path: Path):
     return names, values, table
 
 
-def read_captions(text_dir: Path, key: str, count: int) -> list[str]:
-    path = text_dir / f"{key}.txt"
-    if not path.is_file():
-        raise UserError(f"{path} is missing; unpack the caption files (text/) from the metadata download")
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        text = data.decode("latin1")
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if len(lines) < count:
-        raise UserError(f"{path} has {len(lines)} captions but there are {count} embeddings per "
-                        "image; re-download the caption files")
-    return lines[:count]
-
-
 def _per_image(raw: Path, meta: dict, attributes, text_dir) -> dict:
     """A split's attribute ids and captions ({} where the raw folder has none), in key order."""
     keys, out = meta["keys"], {}
@@ -177,7 +147,7 @@ def _per_image(raw: Path, meta: dict, attributes, text_dir) -> dict:
             raise UserError(f"{raw / ATTRIBUTE_FILE} has no entry for {missing[0]}; regenerate the synthetic dataset")
         out["attributes"] = [attributes[k] for k in keys]
     if text_dir is not None:
-        out["captions"] = [read_captions(text_dir, k, meta["embeddings"].shape[1]) for k in keys]
+        out["captions"] = [staging.read_captions(text_dir, k, meta["embeddings"].shape[1]) for k in keys]
     return out
 
 
@@ -198,14 +168,6 @@ def _crops(raw: Path, table: dict, keys):
         yield key, img.crop(box)
 
 
-def _split_summary(meta: dict, text_dir) -> dict:
-    return {"count": len(meta["keys"]), "num_classes": len(np.unique(meta["class_ids"])),
-            "captions_per_image": int(meta["embeddings"].shape[1]),
-            "embedding_dim": int(meta["embeddings"].shape[2]),
-            "class_info": "class_info.pickle" if meta["class_info"] else "absent: one class per image",
-            "captions": text_dir is not None}
-
-
 def prepare(raw_dir, out_dir, views: dict, limit=None, expected_counts=None, dataset=None, text_dim=None) -> dict:
     """Crop, resize and shard a CUB-layout dataset; returns the manifest written to out_dir.
 
@@ -216,12 +178,9 @@ def prepare(raw_dir, out_dir, views: dict, limit=None, expected_counts=None, dat
     synthetic_attributes.txt, else "cub").
     text_dim: the embedding width required (staging.TEXT_DIM for the authors' pickles; None: any).
     """
-    raw, out_dir = Path(raw_dir), Path(out_dir)
-    views = check_views(views)
-    staging.check_limit(limit)
-    staging.check_output(out_dir)
+    raw, out_dir, views = staging.check_arguments(raw_dir, out_dir, views, limit)
     check_layout(raw)
-    table = _image_rows(raw / "CUB_200_2011")
+    table = read_image_rows(raw / "CUB_200_2011")
     attr_path = raw / ATTRIBUTE_FILE
     attr_names, attr_values, attributes = (read_attributes(attr_path) if attr_path.is_file()
                                            else (None, None, None))
@@ -230,28 +189,25 @@ def prepare(raw_dir, out_dir, views: dict, limit=None, expected_counts=None, dat
     remedy = f"re-download the metadata (Google Drive id {BIRDS_DRIVE_ID})"
     metas = {split: staging.read_embedding_metadata(raw / split, remedy, text_dim) for split in SPLITS}
     for split, meta in metas.items():
-        expected = (expected_counts or {}).get(split)
-        if limit is None and expected is not None and len(meta["keys"]) != expected:
-            raise UserError(f"{raw / split / 'filenames.pickle'} lists {len(meta['keys'])} images, "
-                            f"expected {expected} (paper Table 1); the download is incomplete or "
-                            "from another dataset version, re-download it")
+        check_count(split, len(meta["keys"]), expected_counts, limit, raw / split / "filenames.pickle")
         unknown = [k for k in meta["keys"] if k not in table]
         if unknown:
             raise UserError(f"{raw / split / 'filenames.pickle'} names {unknown[0]}, which "
                             f"{raw / 'CUB_200_2011' / 'images.txt'} does not list; {_images_hint(raw)}")
         if limit is not None:
-            metas[split] = staging.subset(meta, staging.spread_selection(meta["class_ids"], limit))
+            meta = staging.subset(meta, staging.spread_selection(meta["class_ids"], limit))
+        metas[split] = {**meta, **_per_image(raw, meta, attributes, text_dir)}
 
     def write(tmp):
         for split, meta in metas.items():
-            staging.write_split(tmp / split, split, {**meta, **_per_image(raw, meta, attributes, text_dir)},
-                                _crops(raw, table, meta["keys"]), views)
+            staging.write_split(tmp / split, split, meta, _crops(raw, table, meta["keys"]), views)
         return {
             "dataset": dataset or ("synthetic" if attributes is not None else "cub"),
             "limit": limit,
             "crop": "StackGAN custom_crop: 1.5 x max(bbox w, h) square around the bbox centre, clipped",
             "views": views,
-            "splits": {split: _split_summary(meta, text_dir) for split, meta in metas.items()},
+            "splits": {split: {**staging.split_summary(meta), "class_info": staging.class_info_source(meta)}
+                       for split, meta in metas.items()},
             "attributes": None if attributes is None else {"names": attr_names, "values": attr_values},
         }
 

@@ -26,7 +26,6 @@ from stackgan.atomic import write_json
 from stackgan.data import staging
 from stackgan.data.labelled import check_count
 from stackgan.data.staging import spread_selection
-from stackgan.data.views import check_views
 from stackgan.errors import UserError
 
 IMAGENET_URL = "https://image-net.org/download"
@@ -120,10 +119,7 @@ def prepare(raw_dir, out_dir, views: dict, limit=None, expected_counts=None, sub
     subset: "dog" (118 classes) or "cat" (the 5 of StackGAN-v2's 17 cat wnids in ILSVRC-2012).
     expected_counts: {"train": 147873} (dog) / {"train": 6500} (cat), checked when limit is None.
     """
-    raw, out_dir = Path(raw_dir), Path(out_dir)
-    views = check_views(views)
-    staging.check_limit(limit)
-    staging.check_output(out_dir)
+    raw, out_dir, views = staging.check_arguments(raw_dir, out_dir, views, limit)
     record = read_record(raw)
     if record is not None:
         raw = Path(record["source"])

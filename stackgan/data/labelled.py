@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from stackgan.data.shards import ShardWriter
-from stackgan.data.staging import commit, spread_selection
+from stackgan.data.staging import check_limit, check_output, commit, spread_selection
 from stackgan.errors import UserError
 
 
@@ -31,8 +31,7 @@ def select(images, labels, limit):
     """Keep `limit` items spread over classes (the CI profile's subset), in file order."""
     if limit is None:
         return images, labels
-    if not isinstance(limit, int) or limit <= 0:
-        raise UserError(f"--limit must be a positive number of images per split, got {limit!r}")
+    check_limit(limit)
     keep = spread_selection(labels, limit)
     return images[keep], labels[keep]
 
@@ -59,8 +58,7 @@ def write_prepared(out_dir, dataset: str, splits: dict, sources: list, limit=Non
     Returns the manifest written to out_dir/manifest.json.
     """
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "manifest.json").is_file():
-        raise UserError(f"{out_dir} is not empty and holds no prepared dataset; choose a new folder")
+    check_output(out_dir)
     sizes = {images.shape[1:3] for images, _ in splits.values()}
     if len(sizes) != 1 or len(set(next(iter(sizes)))) != 1:
         raise ValueError(f"all splits must hold square images of one size, got {sizes}")

@@ -5,9 +5,9 @@ horizontal flip with p=0.5, the smaller sizes are PIL-bilinear resizes of that s
 pixels normalised to [-1, 1]; one random caption embedding (or the mean of k distinct ones,
 StackGAN-v1 TF NUM_EMBEDDING=4); a "wrong" (mismatched) image with its own crop and flip.
 
-Every random choice comes from numpy's Generator seeded by (seed, epoch, index), so an item
-is a pure function of those three numbers: a resumed run or another DDP rank gets exactly the
-same item, whatever worker processes or order fetched it.
+Every random choice comes from numpy's Generator seeded by (seed, epoch, index)
+(seeding.item_rng), so an item is a pure function of those three numbers: a resumed run or
+another DDP rank gets exactly the same item, whatever worker processes or order fetched it.
 """
 
 import numpy as np
@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from stackgan import seeding
 from stackgan.data.prepared import PreparedSplit
 from stackgan.errors import UserError
 
@@ -114,7 +115,7 @@ class TextImageDataset(EpochDataset):
         captions were averaged), "wrong_index"}."""
         # Draw order (part of the format; changing it changes every run's data): caption(s), wrong
         # index, real crop top, left, [flip], wrong crop top, left, [flip] ([..] when flip=True).
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+        rng = seeding.item_rng(self.seed, self.epoch, index)
         embedding, caption = self._embedding(rng, index)
         wrong = self._wrong_index(rng, index)
         return {
@@ -134,38 +135,6 @@ class ImageOnlyDataset(EpochDataset):
 
     def __getitem__(self, index: int) -> dict:
         """{"imgs": [3xSxS in [-1, 1] for S in imsizes], "index"}; draws: top, left, [flip]."""
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+        rng = seeding.item_rng(self.seed, self.epoch, index)
         return {"imgs": crop_flip_resize(self.split.image(self.view, index), rng, self.imsizes, self.flip),
                 "index": index}
-
-
-class EvalCaptions(Dataset):
-    """One item per test caption, in file order (image 0 captions 0..C-1, image 1, ...): the
-    reference evaluation generates one sample per caption of every test image."""
-
-    def __init__(self, split: PreparedSplit):
-        if split.embeddings is None:
-            raise UserError(f"{split.dir}: no embeddings.npy; caption-conditioned sampling needs them")
-        self.split = split
-        self.captions_per_image = split.embeddings.shape[1]
-
-    def __len__(self) -> int:
-        return len(self.split) * self.captions_per_image
-
-    def pair(self, k: int) -> tuple[int, int]:
-        """(image index, caption index) of item k."""
-        if not 0 <= k < len(self):
-            raise IndexError(k)
-        return divmod(k, self.captions_per_image)
-
-    def pairs(self) -> list[tuple[int, int]]:
-        return [self.pair(k) for k in range(len(self))]
-
-    def __getitem__(self, k: int) -> dict:
-        index, caption = self.pair(k)
-        return {
-            "emb": torch.from_numpy(np.array(self.split.embeddings[index, caption], dtype=np.float32)),
-            "class_id": int(self.split.class_ids[index]),
-            "index": index,
-            "caption_index": caption,
-        }

@@ -19,7 +19,6 @@ import numpy as np
 
 from stackgan.data import staging
 from stackgan.data.labelled import check_count
-from stackgan.data.views import check_views
 from stackgan.errors import UserError
 
 CATEGORIES = {"lsun-bedroom": "bedroom", "lsun-church": "church_outdoor"}
@@ -88,11 +87,8 @@ def prepare(raw_dir, out_dir, views: dict, limit=None, expected_counts=None, cat
     expected_counts: {"train": 3033042} (bedroom) / {"train": 126227} (church), checked when
     limit is None. storage: "pixels" or "encoded" (see the module docstring).
     """
-    raw, out_dir = Path(raw_dir), Path(out_dir)
-    views = check_views(views)
+    raw, out_dir, views = staging.check_arguments(raw_dir, out_dir, views, limit)
     staging.check_storage(storage, f"prepare {raw}")
-    staging.check_limit(limit)
-    staging.check_output(out_dir)
     db, category = find_database(raw, category)
     env = open_database(db, category)
     try:

@@ -19,10 +19,8 @@ import numpy as np
 import scipy.io
 
 from stackgan.data import staging
-from stackgan.data.cub import read_captions
 from stackgan.data.labelled import check_count
 from stackgan.data.staging import spread_selection
-from stackgan.data.views import check_views
 from stackgan.errors import UserError
 
 SPLITS = ("train", "test")
@@ -47,13 +45,7 @@ def check_layout(raw: Path):
         raise UserError(f"raw folder {raw} not found; {_metadata_remedy(raw)}, and {_images_remedy(raw)}")
     for split in SPLITS:
         for name in ("filenames.pickle", "char-CNN-RNN-embeddings.pickle", "class_info.pickle"):
-            path = raw / split / name
-            if not path.is_file():
-                nested = next((raw / d for d in ("flowers", "Data/flowers")
-                               if (raw / d / split / name).is_file()), None)
-                if nested is not None:
-                    raise UserError(f"{path} not found but {nested / split / name} exists; pass --raw {nested}")
-                raise UserError(f"{path} not found; {_metadata_remedy(raw)}")
+            staging.require_file(raw, f"{split}/{name}", ("flowers", "Data/flowers"), _metadata_remedy(raw))
     if not (raw / "jpg").is_dir():
         raise UserError(f"{raw / 'jpg'} not found; {_images_remedy(raw)}")
 
@@ -114,10 +106,7 @@ def prepare(raw_dir, out_dir, views: dict, limit=None, expected_counts=None, tex
     spread over classes. expected_counts: {"train": 7034, "test": 1155}, checked when limit is None.
     text_dim: the embedding width required, as in cub.prepare.
     """
-    raw, out_dir = Path(raw_dir), Path(out_dir)
-    views = check_views(views)
-    staging.check_limit(limit)
-    staging.check_output(out_dir)
+    raw, out_dir, views = staging.check_arguments(raw_dir, out_dir, views, limit)
     check_layout(raw)
     labels, listed = read_official_labels(raw)
     text_dir = raw / "text_c10" if (raw / "text_c10").is_dir() else None
@@ -134,7 +123,7 @@ def prepare(raw_dir, out_dir, views: dict, limit=None, expected_counts=None, tex
         if limit is not None:
             meta = metas[split] = staging.subset(meta, spread_selection(meta["class_ids"], limit))
         if text_dir is not None:
-            meta["captions"] = [read_captions(text_dir, _caption_name(k, int(c)), meta["embeddings"].shape[1])
+            meta["captions"] = [staging.read_captions(text_dir, _caption_name(k, int(c)), meta["embeddings"].shape[1])
                                 for k, c in zip(meta["keys"], meta["class_ids"])]
 
     def write(tmp: Path) -> dict:

@@ -17,8 +17,9 @@ import numpy as np
 
 from stackgan.data.encoded_shards import STORAGES, EncodedShardReader, EncodedViewReader
 from stackgan.data.shards import ShardReader, damaged, load_npy
-from stackgan.data.staging import MANIFEST, MANIFEST_FIELDS, MARKER, listing, sha256_file
+from stackgan.data.staging import MANIFEST, MANIFEST_FIELDS, MARKER, listing
 from stackgan.errors import UserError
+from stackgan.hashing import sha256_file
 
 
 def _relative(name) -> bool:

@@ -1,12 +1,12 @@
 """Writing a prepared dataset, shared by every reader (cub, oxford102, coco, lsun, imagenet,
-labelled): decode with a dataset-specific remedy, read StackGAN's Python-2 pickles, pick a
-class-spread subset, write split folders in the prepared format of stackgan/data/prepared.py
-into a temporary folder, hash them into the manifest and rename the folder into place only
-when complete. View specs and make_view are views.py's (encoded_shards.py needs them too).
+labelled): check the arguments and the raw layout, decode with a dataset-specific remedy, read
+StackGAN's Python-2 pickles and caption files, pick a class-spread subset, write split folders
+in the prepared format of stackgan/data/prepared.py into a temporary folder, hash them into the
+manifest and rename the folder into place only when complete. View specs and make_view are
+views.py's (encoded_shards.py needs them too).
 """
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -26,8 +26,9 @@ from stackgan.data.encoded_shards import (
     open_rgb,
 )
 from stackgan.data.shards import ShardWriter
-from stackgan.data.views import make_view
+from stackgan.data.views import check_views, make_view
 from stackgan.errors import UserError
+from stackgan.hashing import sha256_file
 
 # The fields commit puts under those write() returns. CUB-layout manifests have never named a
 # storage (prepared.py reads its absence as pixels), so cub.prepare passes its own base.
@@ -44,6 +45,27 @@ def check_output(out_dir: Path):
         raise UserError(f"{out_dir} is not empty and holds no prepared dataset; choose a new folder")
 
 
+def check_arguments(raw_dir, out_dir, views: dict, limit) -> tuple[Path, Path, dict]:
+    """(raw, out_dir, views checked and completed): what every reader checks before reading."""
+    views = check_views(views)
+    check_limit(limit)
+    out_dir = Path(out_dir)
+    check_output(out_dir)
+    return Path(raw_dir), out_dir, views
+
+
+def require_file(raw: Path, rel: str, nested: tuple[str, ...], remedy: str):
+    """Refuse a raw folder without `rel`; when one of the `nested` folders below it has the file
+    (the download's own top folder), say which --raw to pass instead."""
+    path = raw / rel
+    if path.is_file():
+        return
+    deeper = next((raw / d for d in nested if (raw / d / rel).is_file()), None)
+    if deeper is not None:
+        raise UserError(f"{path} not found but {deeper / rel} exists; pass --raw {deeper}")
+    raise UserError(f"{path} not found; {remedy}")
+
+
 def decode_rgb(source, where, remedy: str) -> Image.Image:
     """An RGB PIL image from a file path or encoded bytes; `where` names it in errors."""
     if isinstance(source, Path) and not source.is_file():
@@ -53,14 +75,6 @@ def decode_rgb(source, where, remedy: str) -> Image.Image:
     except DECODE_ERRORS as err:
         reason = str(err).replace("\n", " ")
         raise UserError(f"{where} cannot be decoded ({reason}); the file is corrupt, {remedy}") from None
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def spread_selection(class_ids: np.ndarray, limit: int) -> np.ndarray:
@@ -190,6 +204,29 @@ def write_split(folder: Path, split: str, meta: dict, items, views: dict, storag
         raise RuntimeError(f"{split}: wrote {len(keys)} images for {count} class ids")
     (folder / "keys.txt").write_text("".join(f"{k}\n" for k in keys))
     return keys
+
+
+def read_captions(text_dir: Path, key: str, count: int) -> list[str]:
+    """The first `count` captions of an image from <text_dir>/<key>.txt (one a line, UTF-8 or
+    Latin-1 as in the authors' downloads)."""
+    path = text_dir / f"{key}.txt"
+    if not path.is_file():
+        raise UserError(f"{path} is missing; unpack the caption files (text/) from the metadata download")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = data.decode("latin1")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) < count:
+        raise UserError(f"{path} has {len(lines)} captions but there are {count} embeddings per "
+                        "image; re-download the caption files")
+    return lines[:count]
+
+
+def class_info_source(meta: dict) -> str:
+    """Where a split's class ids come from, for its manifest (read_embedding_metadata's class_info)."""
+    return "class_info.pickle" if meta["class_info"] else "absent: one class per image"
 
 
 def split_summary(meta: dict) -> dict:

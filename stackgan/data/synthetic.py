@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from stackgan import seeding
 from stackgan.data import staging, text_encoder
 from stackgan.errors import UserError
 
@@ -293,7 +294,7 @@ def _plan(num_images: int, seed: int):
     for position, (class_id, shape, colour) in enumerate(CLASSES):
         name = class_name(shape, colour)
         for k in range(per_class + (position < extra)):
-            rng = np.random.default_rng([seed, class_id, k])
+            rng = seeding.numpy_rng(seed, class_id, k)
             attrs = (shape, colour, *(int(rng.integers(len(ATTRIBUTES[n])))
                                       for n in ("size", "position", "background")))
             plan.append((f"{class_id:03d}.{name}/{name}_{k + 1:04d}", class_id, attrs, rng))

@@ -5,7 +5,8 @@ Discriminator i: class_weight * CE(real logits, labels) [K-class only] + adv + e
 the entropy term trains the Q head and the D trunk it shares.
 
 Every loss returns (total tensor, parts): parts holds the *unweighted* terms and the weighted
-total as Python floats for logging; a term switched off is absent from both.
+total as detached 0-d tensors for logging (read on log steps only, so a step does not wait for
+the device); a term switched off is absent from both.
 """
 
 from dataclasses import dataclass
@@ -20,31 +21,33 @@ KINDS = ("kclass", "binary")
 
 @dataclass(frozen=True)
 class SGANLossConfig:
-    """kind: "kclass" (Improved-GAN K-class D: CIFAR, SVHN, synthetic) or "binary" (MNIST).
+    """kind: "kclass" (Improved-GAN K-class D: CIFAR, SVHN, synthetic) or "binary" (MNIST); the
+    rest as params.yaml's models.sgan.loss, which holds the reference's values.
 
     paper_g_adv: use the paper's non-saturating -log D(G) for the K-class G loss instead of the
     code's saturating log(1 - D(G)); the binary form is -log D(G) either way.
     use_cond / use_ent: ablation switches that drop the term from G (and, for ent, from D).
     """
 
-    kind: str = "kclass"
-    adv_weight: float = 1.0
-    cond_weight: float = 1.0
-    ent_weight: float = 10.0
-    class_weight: float = 1.0
-    use_cond: bool = True
-    use_ent: bool = True
-    paper_g_adv: bool = False
-    joint_g0_weight: float = 0.01
+    kind: str
+    adv_weight: float
+    cond_weight: float
+    ent_weight: float
+    class_weight: float
+    use_cond: bool
+    use_ent: bool
+    paper_g_adv: bool
+    joint_g0_weight: float
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise UserError(f"unknown SGAN loss kind {self.kind!r}; use one of {', '.join(KINDS)}")
 
 
-def loss_config(dataset, **overrides):
-    """The reference's settings for a dataset: binary on MNIST, K-class elsewhere."""
-    return SGANLossConfig(kind="binary" if dataset == "mnist" else "kclass", **overrides)
+def loss_config(arch, **settings):
+    """The loss for an architecture: binary D on MNIST, K-class elsewhere; the weights and
+    switches are params.yaml's models.sgan.loss (the reference's values)."""
+    return SGANLossConfig(kind="binary" if arch == "mnist" else "kclass", **settings)
 
 
 def _lse(logits):
@@ -93,8 +96,8 @@ def feature_cond_loss(fc3_of_fake, fc3_cond):
 
 def _combine(weighted_terms):
     total = sum(w * t for w, t in weighted_terms.values())
-    parts = {name: float(t.detach()) for name, (_, t) in weighted_terms.items()}
-    parts["total"] = float(total.detach())
+    parts = {name: t.detach() for name, (_, t) in weighted_terms.items()}
+    parts["total"] = total.detach()
     return total, parts
 
 
@@ -150,12 +153,12 @@ def g0_loss(cfg, fake_adv, fake_q, z0, fc3_of_fake=None, fc3_cond=None):
 def joint_g1_objective(cfg, loss_g1, loss_g0):
     """CIFAR joint training updates G1 with L_G1 + 0.01 * L_G0 (end-to-end through x-hat)."""
     total = loss_g1 + cfg.joint_g0_weight * loss_g0
-    return total, {"g1": float(loss_g1.detach()), "g0": float(loss_g0.detach()),
-                   "total": float(total.detach())}
+    return total, {"g1": loss_g1.detach(), "g0": loss_g0.detach(), "total": total.detach()}
 
 
 def adaptive_g_steps(d_adv_loss):
-    """G steps after one D step on CIFAR, from D's (unweighted) adversarial loss (§3.1)."""
+    """G steps after one D step on CIFAR, from D's (unweighted) adversarial loss (§3.1), a Python
+    float (a float32 tensor would compare against float32-rounded thresholds)."""
     if d_adv_loss > 0.65:
         return 1
     if d_adv_loss > 0.5:

@@ -42,7 +42,7 @@ def discriminator_loss(netD, real, fake, mu, wrong_imgs=None):
         ) / 3
     else:
         total = parts["real"] + 0.5 * (parts["wrong"] + parts["fake"])
-    return total, {k: v.item() for k, v in parts.items()}
+    return total, {k: v.detach() for k, v in parts.items()}
 
 
 def generator_loss(netD, fake, mu, logvar, kl_coef=2.0):
@@ -57,7 +57,7 @@ def generator_loss(netD, fake, mu, logvar, kl_coef=2.0):
     if logvar is not None:
         parts["kl"] = kl_loss(mu, logvar)
         total = total + kl_coef * parts["kl"]
-    return total, {k: v.item() for k, v in parts.items()}
+    return total, {k: v.detach() for k, v in parts.items()}
 
 
 def unconditional_discriminator_loss(netD, real, fake):
@@ -66,11 +66,11 @@ def unconditional_discriminator_loss(netD, real, fake):
     (real_prob,) = netD(real)
     (fake_prob,) = netD(fake.detach())
     parts = {"real": bce(real_prob, 1), "fake": bce(fake_prob, 0)}
-    return parts["real"] + parts["fake"], {k: v.item() for k, v in parts.items()}
+    return parts["real"] + parts["fake"], {k: v.detach() for k, v in parts.items()}
 
 
 def unconditional_generator_loss(netD, fake):
     """BCE(D(fake), 1). Returns (total, {"adv"} as a float)."""
     (prob,) = netD(fake)
     adv = bce(prob, 1)
-    return adv, {"adv": adv.item()}
+    return adv, {"adv": adv.detach()}

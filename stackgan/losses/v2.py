@@ -23,13 +23,13 @@ def d_loss_conditional(d, real, wrong, fake, c, uncond_weight):
     else:
         # The reference halves wrong+fake only when there is no unconditional term.
         total = parts["real"] + 0.5 * (parts["wrong"] + parts["fake"])
-    return total, {k: v.item() for k, v in parts.items()}
+    return total, {k: v.detach() for k, v in parts.items()}
 
 
 def d_loss_unconditional(d, real, fake):
     r, f = d(real), d(fake.detach())
     parts = {"real": bce(r[0], 1), "fake": bce(f[0], 0)}
-    return parts["real"] + parts["fake"], {k: v.item() for k, v in parts.items()}
+    return parts["real"] + parts["fake"], {k: v.detach() for k, v in parts.items()}
 
 
 def g_adv_loss(d, fake, c, uncond_weight):

@@ -8,31 +8,56 @@ replicates that (the faithful default).
 """
 
 import copy
+from dataclasses import dataclass
 
 import torch
 
 from stackgan.data.loader import ImageOnlyDataset, TextImageDataset
 from stackgan.losses import v2 as L
-from stackgan.methods import load_training_state, training_state
+from stackgan.methods.base import load_training_state, training_state
+from stackgan.methods.text_to_image import TextToImageConfig, TextToImageMethod, check_text_width
 from stackgan.models.v2 import Discriminator, Generator, init_weights
+from stackgan.settings import AdamSettings
 
 
-def build_generator(cfg):
-    return Generator(
-        gf_dim=cfg["gf_dim"], z_dim=cfg["z_dim"], ef_dim=cfg["ef_dim"], text_dim=cfg["text_dim"],
-        branch_sizes=cfg["branch_sizes"], r_num=cfg["r_num"], conditional=cfg["conditional"], emit=cfg["emit"],
-    )
+@dataclass(frozen=True)
+class V2Loss:
+    uncond: float  # weight of D's unconditional head (0: no such head)
+    kl: float
+    color: float  # colour-consistency weight (the unconditional runs: 50)
 
 
-def emitted_sizes(cfg):
-    return [s for s, e in zip(cfg["branch_sizes"], cfg["emit"]) if e]
+@dataclass(frozen=True)
+class EMA:
+    decay: float
+    snapshot_reset: bool  # the reference's snapshot leaves the live G holding the EMA weights
+    snapshot_interval: int
 
 
-def discriminator_names(cfg):
+@dataclass(frozen=True)
+class V2Config(TextToImageConfig):
+    branch_sizes: list
+    emit: list  # which branches have an image head
+    discriminators: list  # the emitted branch each D judges
+    loss: V2Loss
+    optim: AdamSettings
+    ema: EMA
+
+
+def build_generator(c):
+    return Generator(gf_dim=c.gf_dim, z_dim=c.z_dim, ef_dim=c.ef_dim, text_dim=c.text_dim,
+                     branch_sizes=c.branch_sizes, r_num=c.r_num, conditional=c.conditional, emit=c.emit)
+
+
+def emitted_sizes(c):
+    return [s for s, e in zip(c.branch_sizes, c.emit) if e]
+
+
+def discriminator_names(c):
     """D<size> per judged branch; repeats get a suffix (3G3: D256, D256b, D256c)."""
     names, seen = [], {}
-    sizes = emitted_sizes(cfg)
-    for i in cfg["discriminators"]:
+    sizes = emitted_sizes(c)
+    for i in c.discriminators:
         size = sizes[i]
         k = seen.get(size, 0)
         seen[size] = k + 1
@@ -40,45 +65,43 @@ def discriminator_names(cfg):
     return names
 
 
-def build_discriminators(cfg):
-    sizes = emitted_sizes(cfg)
-    uncond_head = cfg["loss"]["uncond"] > 0
+def build_discriminators(c):
+    sizes = emitted_sizes(c)
     return {
-        name: Discriminator(sizes[i], df_dim=cfg["df_dim"], ef_dim=cfg["ef_dim"],
-                            conditional=cfg["conditional"], uncond_head=uncond_head)
-        for name, i in zip(discriminator_names(cfg), cfg["discriminators"])
+        name: Discriminator(sizes[i], df_dim=c.df_dim, ef_dim=c.ef_dim, conditional=c.conditional,
+                            uncond_head=c.loss.uncond > 0)
+        for name, i in zip(discriminator_names(c), c.discriminators)
     }
 
 
-def build_networks(cfg):
-    nets = {"G": build_generator(cfg), **build_discriminators(cfg)}
+def build_networks(c):
+    nets = {"G": build_generator(c), **build_discriminators(c)}
     for net in nets.values():
         init_weights(net)
     return nets
 
 
-class V2Method:
+class V2Method(TextToImageMethod):
     family = "v2"
-    build_networks = staticmethod(build_networks)
+    Config = V2Config
+    networks = staticmethod(build_networks)
+    sampling_generator = staticmethod(build_generator)
 
     @staticmethod
-    def load_generator(payload, device):
-        g = build_generator(payload["config"])
-        g.load_state_dict(payload["generator"])
-        return g.to(device).eval()
+    def output_resolution(cfg):
+        return emitted_sizes(V2Config.of(cfg))[-1]
 
     def __init__(self, cfg, device, grad_sync=None):
-        self.cfg = cfg
+        self.c = c = V2Config.of(cfg)
         self.device = device
         self.grad_sync = grad_sync or (lambda module: None)
-        self.nets = {k: v.to(device) for k, v in build_networks(cfg).items()}
+        self.nets = {k: v.to(device) for k, v in build_networks(c).items()}
         self.d_names = [k for k in self.nets if k != "G"]
-        self.d_branch = dict(zip(self.d_names, cfg["discriminators"]))
-        opt = cfg["optim"]
-        betas = tuple(opt["betas"])
-        self.optims = {"G": torch.optim.Adam(self.nets["G"].parameters(), lr=opt["lr_g"], betas=betas)}
+        self.d_branch = dict(zip(self.d_names, c.discriminators))
+        betas = tuple(c.optim.betas)
+        self.optims = {"G": torch.optim.Adam(self.nets["G"].parameters(), lr=c.optim.lr_g, betas=betas)}
         for name in self.d_names:
-            self.optims[name] = torch.optim.Adam(self.nets[name].parameters(), lr=opt["lr_d"], betas=betas)
+            self.optims[name] = torch.optim.Adam(self.nets[name].parameters(), lr=c.optim.lr_d, betas=betas)
         self.ema = [p.detach().clone() for p in self.nets["G"].parameters()]
 
     @property
@@ -87,60 +110,58 @@ class V2Method:
 
     def make_dataset(self, split):
         """Real (and wrong) images at every emitted branch's size, from one crop."""
-        data = self.cfg["data_sampling"]
-        if not self.cfg["conditional"]:
-            return ImageOnlyDataset(split, view=self.cfg["view"], imsizes=emitted_sizes(self.cfg), flip=data["flip"],
-                                    seed=self.cfg["train"]["seed"])
-        return TextImageDataset(split, view=self.cfg["view"], imsizes=emitted_sizes(self.cfg), flip=data["flip"],
-                                num_embeddings=data["num_embeddings"], wrong_rule=data["wrong_rule"],
-                                seed=self.cfg["train"]["seed"])
+        c, data = self.c, self.c.data_sampling
+        check_text_width(c, split)
+        if not c.conditional:
+            return ImageOnlyDataset(split, view=c.view, imsizes=emitted_sizes(c), flip=data.flip, seed=c.train.seed)
+        return TextImageDataset(split, view=c.view, imsizes=emitted_sizes(c), flip=data.flip,
+                                num_embeddings=data.num_embeddings, wrong_rule=data.wrong_rule, seed=c.train.seed)
 
     def train_step(self, batch, noise, step):
-        cfg, G = self.cfg, self.nets["G"]
-        u = cfg["loss"]["uncond"]
+        c, G = self.c, self.nets["G"]
+        u = c.loss.uncond
         reals = batch["imgs"]
         images, mu, logvar = G(noise["z"], batch.get("emb"), eps=noise.get("eps"))
         logs = {}
         for name in self.d_names:
             d, i = self.nets[name], self.d_branch[name]
             self.optims[name].zero_grad(set_to_none=True)
-            if cfg["conditional"]:
+            if c.conditional:
                 err, parts = L.d_loss_conditional(d, reals[i], batch["wrong_imgs"][i], images[i], mu, u)
             else:
                 err, parts = L.d_loss_unconditional(d, reals[i], images[i])
             err.backward()
             self.grad_sync(d)
             self.optims[name].step()
-            logs[f"loss_{name}"] = err.item()
+            logs[f"loss_{name}"] = err.detach()
 
         self.optims["G"].zero_grad(set_to_none=True)
         err_g = sum(
-            L.g_adv_loss(self.nets[name], images[self.d_branch[name]], mu if cfg["conditional"] else None, u)
+            L.g_adv_loss(self.nets[name], images[self.d_branch[name]], mu if c.conditional else None, u)
             for name in self.d_names
         )
-        logs["loss_G_adv"] = err_g.item()
-        if cfg["conditional"]:
+        logs["loss_G_adv"] = err_g.detach()
+        if c.conditional:
             kl = L.kl_loss(mu, logvar)
-            err_g = err_g + cfg["loss"]["kl"] * kl
-            logs["kl"] = kl.item()
-        if cfg["loss"]["color"] > 0:
-            color = L.color_consistency(images, cfg["loss"]["color"])
+            err_g = err_g + c.loss.kl * kl
+            logs["kl"] = kl.detach()
+        if c.loss.color > 0:
+            color = L.color_consistency(images, c.loss.color)
             err_g = err_g + color
-            logs["color"] = color.item()
+            logs["color"] = color.detach()
         err_g.backward()
         self.grad_sync(G)
         self.optims["G"].step()
-        logs["loss_G"] = err_g.item()
+        logs["loss_G"] = err_g.detach()
 
         self._update_ema()
-        ema = cfg["ema"]
-        if ema["snapshot_reset"] and (step + 1) % ema["snapshot_interval"] == 0:
+        if c.ema.snapshot_reset and (step + 1) % c.ema.snapshot_interval == 0:
             self._load_ema_into_live()
         return logs
 
     @torch.no_grad()
     def _update_ema(self):
-        decay = self.cfg["ema"]["decay"]
+        decay = self.c.ema.decay
         for avg, p in zip(self.ema, self.nets["G"].parameters()):
             avg.mul_(decay).add_(p.detach(), alpha=1 - decay)
 
@@ -171,8 +192,11 @@ class V2Method:
     def export_extra(self):
         return {}
 
+    def trained_from(self):
+        return {}
+
     def draw_noise(self, gen, batch_size):
-        noise = {"z": torch.randn(batch_size, self.cfg["z_dim"], generator=gen)}
-        if self.cfg["conditional"]:
-            noise["eps"] = torch.randn(batch_size, self.cfg["ef_dim"], generator=gen)
+        noise = {"z": torch.randn(batch_size, self.c.z_dim, generator=gen)}
+        if self.c.conditional:
+            noise["eps"] = torch.randn(batch_size, self.c.ef_dim, generator=gen)
         return noise

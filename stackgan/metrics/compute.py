@@ -6,15 +6,15 @@ content, resize rule and size, extractor, layer, weights sha256, torch-fidelity 
 new weights file never meets stale statistics; generated samples are never cached.
 """
 
-import hashlib
-import json
 from pathlib import Path
 
 import torch
 import torch_fidelity
 
 import stackgan.metrics.finetuned_inception  # noqa: F401  (registers inception-v3-ft)
+from stackgan.devices import resolve_device
 from stackgan.errors import UserError
+from stackgan.hashing import sha256_file, sha256_json
 from stackgan.metrics import fidelity
 from stackgan.metrics import weights as weights_lookup
 from stackgan.metrics.images import (
@@ -23,6 +23,7 @@ from stackgan.metrics.images import (
 from stackgan.metrics.msssim import mean_ms_ssim
 from stackgan.metrics.protocols import get_protocol
 from stackgan.metrics.synthetic_classifier import capacc, load_classifier
+from stackgan.samples_index import read_samples
 
 
 def resolve_weights(protocol, weights, classifier_dir):
@@ -52,7 +53,7 @@ def reference_cache_name(protocol, ref_view, reference_key, weights_sha):
         "weights_sha256": weights_sha,
         "torch_fidelity": torch_fidelity.__version__,
     }
-    return "ref-" + hashlib.sha256(json.dumps(parts, sort_keys=True, default=list).encode()).hexdigest()[:40]
+    return "ref-" + sha256_json(parts, 40, default=list)
 
 
 def reference_stats_file(cache_name, protocol):
@@ -97,8 +98,8 @@ def compute(protocol_names, samples, reference=None, weights=None, batch_size=64
     reference_stats_dir: the `refstats` stage's folder, read only: FID reads the reference
     statistics from there (the reference images are never decoded) and a missing file is an error.
     """
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    cuda = str(device).startswith("cuda")
+    device = resolve_device(device)
+    cuda = device.type == "cuda"
     samples_ds = as_dataset(samples)
     ref_ds = as_dataset(reference) if reference is not None else None
     result = {"metrics": {}, "protocols": {}}
@@ -111,7 +112,7 @@ def compute(protocol_names, samples, reference=None, weights=None, batch_size=64
                 _score_msssim(protocol, samples_ds, class_ids, batch_size, device)
             continue
         weights_path, remedy = resolve_weights(protocol, weights, classifier_dir)
-        weights_sha = weights_lookup.sha256_file(weights_path) if weights_path is not None else None
+        weights_sha = sha256_file(weights_path) if weights_path is not None else None
         view = ScoredView(samples_ds, protocol.num_samples, protocol.resize)
         minimum = protocol.splits or 2
         if len(view) < minimum:
@@ -185,20 +186,6 @@ def _score_msssim(protocol, samples, class_ids, batch_size, device):
     return {"value": scores["value"], "std": scores["std"]}, details
 
 
-def _read_samples_index(samples_dir):
-    index = Path(samples_dir) / "samples.json"
-    if not index.is_file():
-        return None
-    try:
-        content = json.loads(index.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{index} is not valid JSON ({e}); re-run `stackgan sample`") from None
-    items = content.get("items", []) if isinstance(content, dict) else None
-    if not isinstance(items, list) or not all(isinstance(item, dict) and "file" in item for item in items):
-        raise UserError(f"{index} is not a samples index written by `stackgan sample`; re-run `stackgan sample`")
-    return content
-
-
 def _attributes_in_file_order(samples_dir, index):
     by_file = {item["file"]: item.get("attributes") for item in index.get("items", [])}
     files = list_image_files(samples_dir)
@@ -212,7 +199,7 @@ def _attributes_in_file_order(samples_dir, index):
 def evaluate_samples(samples_dir, protocol_names, reference_images=None, weights=None, **kwargs) -> dict:
     """Score a `stackgan sample` folder; the result has the metrics file's "metrics" and
     "protocols" entries, each protocol carrying the sampling seed from samples.json."""
-    index = _read_samples_index(samples_dir)
+    index = read_samples(samples_dir, required=False)
     attributes = class_ids = None
     if any(get_protocol(n).metric == "capacc" for n in protocol_names):
         if index is None:

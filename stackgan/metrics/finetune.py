@@ -64,9 +64,13 @@ import torch_fidelity
 from torch import nn
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
+from stackgan import seeding
 from stackgan.atomic import torch_save, write_json
+from stackgan.data.heldout import split_heldout
 from stackgan.data.prepared import PreparedSplit
+from stackgan.devices import resolve_device
 from stackgan.errors import UserError
+from stackgan.hashing import sha256_file
 from stackgan.metrics import weights as weights_lookup
 
 RECIPE_DEFAULTS = {
@@ -107,20 +111,6 @@ def recipe(clf_cfg) -> dict:
     return cfg
 
 
-def split_heldout(class_ids, fraction, seed):
-    """(train, heldout) indices: per class, round(fraction * n) random images held out, at least
-    one when the class has two or more images and never the whole class."""
-    rng = np.random.default_rng(seed)
-    train, heldout = [], []
-    for c in np.unique(class_ids):
-        members = rng.permutation(np.flatnonzero(class_ids == c))
-        n = len(members)
-        k = min(max(round(fraction * n), 1 if n >= 2 and fraction > 0 else 0), n - 1)
-        heldout += members[:k].tolist()
-        train += members[k:].tolist()
-    return np.sort(train), np.sort(heldout)
-
-
 def load_backbone(init_weights, num_classes, seed, input_size):
     """The TF-exact Inception with ImageNet (or given) weights and a fresh K-way class layer."""
     remedy = f"pass the ImageNet weights file ({weights_lookup.INCEPTION_URL})"
@@ -132,7 +122,7 @@ def load_backbone(init_weights, num_classes, seed, input_size):
         raise UserError(f"{init_weights} is not a torch-fidelity Inception-v3 state dict with a 1008-way fc "
                         f"({str(e).splitlines()[0]}); {remedy}") from None
     net.INPUT_IMAGE_SIZE = input_size
-    gen = torch.Generator().manual_seed(seed)
+    gen = seeding.torch_generator(seed)
     net.fc = nn.Linear(2048, num_classes)
     with torch.no_grad():
         net.fc.weight.copy_(torch.randn(net.fc.weight.shape, generator=gen) * FC_INIT_STD)
@@ -211,12 +201,6 @@ def heldout_accuracy(net, split, view, indices, labels, crop, batch_size, device
     return correct
 
 
-def _resolve_device(device):
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def finetune_inception(dataset_cfg, clf_cfg, out_dir, device="auto", init_weights=None) -> dict:
     """Fine-tune on the prepared split's classes; writes `<out_dir>/<dataset>-ft.pth` (plain CPU
     state dict of FeatureExtractorInceptionV3 with fc (K, 2048), EMA weights) and report.json."""
@@ -224,7 +208,7 @@ def finetune_inception(dataset_cfg, clf_cfg, out_dir, device="auto", init_weight
     dataset = dataset_cfg["name"]
     init_weights = Path(init_weights) if init_weights is not None else weights_lookup.locate_inception()
     out_file = Path(out_dir) / weights_lookup.CLASSIFIER_FILES.get(f"{dataset}-ft", f"{dataset}-ft.pth")
-    device = _resolve_device(device)
+    device = resolve_device(device)
     split = PreparedSplit(dataset_cfg["prepared_dir"], cfg["split"])
     if cfg["view"] not in split.views:
         raise UserError(f"{split.root}/manifest.json has no view '{cfg['view']}' (views: {split.views}); "
@@ -239,7 +223,7 @@ def finetune_inception(dataset_cfg, clf_cfg, out_dir, device="auto", init_weight
         raise UserError(f"{split.dir}: no images left to fine-tune on; lower classifiers.{dataset}.heldout_fraction")
 
     torch.manual_seed(cfg["seed"])  # dropout masks
-    rng = np.random.default_rng([cfg["seed"], 1])
+    rng = seeding.numpy_rng(cfg["seed"], 1)
     net = load_backbone(init_weights, len(class_ids), cfg["seed"], cfg["input_size"]).to(device)
     for m in net.modules():
         if isinstance(m, nn.BatchNorm2d):
@@ -274,8 +258,8 @@ def finetune_inception(dataset_cfg, clf_cfg, out_dir, device="auto", init_weight
     report = {
         "dataset": dataset,
         "weights_file": out_file.name,
-        "weights_sha256": weights_lookup.sha256_file(out_file),
-        "init_weights": {"file": init_weights.name, "sha256": weights_lookup.sha256_file(init_weights)},
+        "weights_sha256": sha256_file(out_file),
+        "init_weights": {"file": init_weights.name, "sha256": sha256_file(init_weights)},
         "num_classes": len(class_ids),
         "classes": [{"index": i, "class_id": c, "name": n} for i, (c, n) in enumerate(names)],
         "train_images": len(train_idx),

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from stackgan import seeding
 from stackgan.errors import UserError
 
 SCALE_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
@@ -72,7 +73,7 @@ def ms_ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def draw_pairs(class_ids, pairs: int, scope: str, seed: int = PAIR_SEED) -> list[np.ndarray]:
     """Index pairs, one (P, 2) array per group: `pairs` random pairs of two different images
     within each class that has two or more (scope "class"), or over the whole set ("all")."""
-    rng = np.random.default_rng(seed)
+    rng = seeding.numpy_rng(seed)
     class_ids = np.asarray(class_ids)
     groups = [np.flatnonzero(class_ids == c) for c in np.unique(class_ids)] if scope == "class" \
         else [np.arange(len(class_ids))]

@@ -1,9 +1,9 @@
 """Named metric protocols: every number in a metrics file names the exact way it was measured.
 
-Name grammar (stylegan2-ada style): `<metric><count>[<resize>]_<suffix>`
-- metric: `is` or `fid`; count: `30k` (thousands) or a plain integer `200`; a resize side can
-  follow only a `k` count (`is30k64_cub-ft` = 30k samples, both sides resized to 64x64 first:
-  the papers' IS*/FID*).
+A protocol's name is a metric key (stackgan/metric_names.py: `<metric><count>[<resize>]_<suffix>`,
+a resize side only after a `k` count; `is30k64_cub-ft` = 30k samples, both sides resized to
+64x64 first: the papers' IS*/FID*). What each part means here:
+- metric: `is` or `fid`; count: the number of samples, at least 1; resize: at least 8.
 - IS suffix: the scoring model (`cub-ft`, `oxford102-ft`, `imagenet`, `synthetic-clf`).
 - FID suffix: `[<model>_]<split>`: the prepared split that is the real set (`fid30k_test` uses
   the ImageNet Inception's 2048-d pool features); `fid2k_synthetic-clf` means split `test`.
@@ -12,9 +12,9 @@ Name grammar (stylegan2-ada style): `<metric><count>[<resize>]_<suffix>`
   (`class`, AC-GAN's protocol that StackGAN++ section 6.1 follows) or over the whole set (`all`).
 """
 
-import re
 from dataclasses import asdict, dataclass
 
+from stackgan import metric_names
 from stackgan.errors import UserError
 
 IS_SPLITS = 10
@@ -70,39 +70,32 @@ class Protocol:
         return details
 
 
-_NAME = re.compile(r"^(is|fid)(?:(\d+)k(\d+)?|(\d+))_([a-z0-9_.-]+)$")
-_MSSSIM = re.compile(r"^msssim(\d+)_(class|all)$")
-
-
 def _parse(name: str) -> Protocol:
     if name == "capacc_synthetic":
         return Protocol(name, "capacc", None, None, None, "synthetic-clf", "attr_logits", "synthetic-clf", None)
-    if name.startswith("msssim"):
-        m = _MSSSIM.match(name)
-        if not m or int(m.group(1)) < 1:
+    key = metric_names.parse(name)
+    if metric_names.family(name) == "msssim":
+        if key is None or key.msssim_scope() is None or key.count < 1:
             raise UserError(f"cannot parse metric protocol {name!r}; expected msssim<pairs>_class or msssim<pairs>_all, "
                             "e.g. msssim100_class")
         return Protocol(name, "msssim", None, None, None, "ms-ssim", "pixels", None, None,
-                        pairs=int(m.group(1)), pair_scope=m.group(2))
-    m = _NAME.match(name)
-    if not m:
+                        pairs=key.count, pair_scope=key.suffix)
+    if key is None or key.family not in ("is", "fid"):
         raise UserError(
             f"cannot parse metric protocol {name!r}; expected e.g. is30k_cub-ft, is30k64_cub-ft, "
             f"fid30k_test, is2k_synthetic-clf, fid200_synthetic-clf_test or capacc_synthetic"
         )
-    metric, kilo, resize, plain, suffix = m.groups()
-    count = int(kilo) * 1000 if kilo is not None else int(plain)
-    resize = int(resize) if resize is not None else None
-    if count < 1 or (resize is not None and resize < 8):
+    if key.count < 1 or (key.resize is not None and key.resize < 8):
         raise UserError(f"metric protocol {name!r}: sample count must be >= 1 and resize >= 8")
-    if metric == "is":
-        if suffix not in MODELS:
-            raise UserError(f"metric protocol {name!r}: unknown IS model {suffix!r}; known: {sorted(MODELS)}")
-        model = MODELS[suffix]
-        return Protocol(name, "is", count, IS_SPLITS, resize, model.extractor, model.isc_layer, suffix, None)
-    model_key, reference = _fid_suffix(name, suffix)
+    if key.family == "is":
+        if key.suffix not in MODELS:
+            raise UserError(f"metric protocol {name!r}: unknown IS model {key.suffix!r}; known: {sorted(MODELS)}")
+        model = MODELS[key.suffix]
+        return Protocol(name, "is", key.count, IS_SPLITS, key.resize, model.extractor, model.isc_layer, key.suffix,
+                        None)
+    model_key, reference = _fid_suffix(name, key.suffix)
     model = MODELS[model_key]
-    return Protocol(name, "fid", count, None, resize, model.extractor, model.fid_layer, model_key, reference)
+    return Protocol(name, "fid", key.count, None, key.resize, model.extractor, model.fid_layer, model_key, reference)
 
 
 def _fid_suffix(name, suffix):

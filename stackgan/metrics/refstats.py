@@ -12,14 +12,15 @@ new weights or a re-prepared dataset give a new name instead of stale statistics
 import json
 from pathlib import Path
 
-import torch
 import torch_fidelity
 
 from stackgan.atomic import write_json
-from stackgan.data.prepared import PreparedSplit
+from stackgan.config import experiment_config
+from stackgan.devices import resolve_device
 from stackgan.errors import UserError
-from stackgan.metrics import fidelity
-from stackgan.metrics import weights as weights_lookup
+from stackgan.hashing import sha256_file
+from stackgan.methods import output_resolution
+from stackgan.metrics import fidelity, reference
 from stackgan.metrics.compute import (
     reference_cache_name,
     reference_stats_file,
@@ -28,29 +29,7 @@ from stackgan.metrics.compute import (
 from stackgan.metrics.images import ScoredView
 from stackgan.metrics.protocols import get_protocol
 
-CROP_RULE = "centre square of the view, PIL bilinear to the resolution"
 INDEX_FILE = "index.json"
-
-
-def reference_set(prepared_dir, split_name, view, resolution):
-    """(dataset of uint8 reference images, reference key) of one prepared split as FID reads it;
-    the key names the content by the manifest's sha256s, so nothing is decoded to build it."""
-    # evaluate.py imports the metrics package; importing it here at call time avoids a cycle.
-    from stackgan.evaluate import ReferenceImages, hash_of
-
-    prepared = Path(prepared_dir)
-    split = PreparedSplit(prepared, split_name)
-    if view not in split.views:
-        raise UserError(f"{prepared}/manifest.json has no view '{view}' (views: {split.views}); "
-                        f"prepare the view the experiment trains on")
-    key = f"{prepared.name}/{split_name}/{view}/{CROP_RULE}/{resolution}/{hash_of(split.manifest['files'])}"
-    return ReferenceImages(split, view, resolution), key
-
-
-def _device(device):
-    if device in (None, "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return str(device)
 
 
 def compute_refstats(dataset_cfg, protocol_names, out_dir, view, resolution, device="auto", *, weights=None,
@@ -60,15 +39,15 @@ def compute_refstats(dataset_cfg, protocol_names, out_dir, view, resolution, dev
     entries into `<out_dir>/index.json`. An existing file with the same name is reused.
     weights / classifier_dir: as in compute.compute."""
     out_dir = Path(out_dir)
-    cuda = _device(device).startswith("cuda")
+    cuda = resolve_device(device).type == "cuda"
     extractors, entries = {}, {}
     for name in protocol_names:
         protocol = get_protocol(name)
         if protocol.metric != "fid":
             continue
         weights_path, remedy = resolve_weights(protocol, weights, classifier_dir)
-        weights_sha = weights_lookup.sha256_file(weights_path) if weights_path is not None else None
-        ref_ds, key = reference_set(dataset_cfg["prepared_dir"], protocol.reference, view, resolution)
+        weights_sha = sha256_file(weights_path) if weights_path is not None else None
+        ref_ds, key = reference.reference_set(dataset_cfg["prepared_dir"], protocol.reference, view, resolution)
         size = protocol.resize or (resolution, resolution)  # compute() sizes the reference like this
         ref_view = ScoredView(ref_ds, None, size)
         if len(ref_view) < 2:
@@ -99,3 +78,16 @@ def compute_refstats(dataset_cfg, protocol_names, out_dir, view, resolution, dev
                       for n, e in entries.items()})
         write_json(index_path, index)
     return entries
+
+
+def compute_refstats_for(params, dataset, profile, out_dir, device="auto"):
+    """FID reference statistics for every evaluated experiment of `dataset` in the active run."""
+    written = {}
+    for name in params["run"].get("evaluate", []):
+        cfg = experiment_config(params, name, profile)
+        if cfg["data"]["name"] != dataset or reference.fid_reference_split(cfg) is None:
+            continue
+        written.update(compute_refstats(cfg["data"], cfg["eval"]["protocols"], out_dir, cfg["view"],
+                                        output_resolution(cfg), device,
+                                        classifier_dir=reference.classifier_dir(cfg["profile"], dataset)))
+    return written

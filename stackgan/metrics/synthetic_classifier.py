@@ -7,6 +7,8 @@ Registered with torch-fidelity as feature extractor `synthetic-clf`, features
 (the trunk's feature vector) and `attr_logits` (all attribute heads' logits concatenated).
 """
 
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -15,10 +17,13 @@ from torch_fidelity import FeatureExtractorBase, register_feature_extractor
 from torch_fidelity.helpers import vassert
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
-from stackgan.atomic import torch_save
+from stackgan import seeding
+from stackgan.atomic import torch_save, write_json
+from stackgan.data.prepared import PreparedSplit
 from stackgan.errors import UserError
+from stackgan.hashing import sha256_file
 from stackgan.metrics.images import resize_uint8, to_uint8_nchw
-from stackgan.metrics.weights import sha256_file
+from stackgan.metrics.reference import centre_square
 from stackgan.untrusted import load_torch
 
 INPUT_SIZE = 64
@@ -70,7 +75,7 @@ def train_classifier(images, class_ids, attributes, attr_sizes, num_classes, ste
             f"for {len(attr_sizes)} attribute sizes; check the prepared split"
         )
     names = list(attr_names) if attr_names is not None else [f"attr{i}" for i in range(len(attr_sizes))]
-    gen = torch.Generator().manual_seed(seed)
+    gen = seeding.torch_generator(seed)
     order = torch.randperm(len(y), generator=gen)
     n_held = max(1, int(round(len(y) * heldout_fraction)))
     held, train = order[:n_held], order[n_held:]
@@ -106,6 +111,31 @@ def save_classifier(model: SyntheticClassifier, path) -> str:
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     torch_save({"config": model.config, "state_dict": state}, path)
     return sha256_file(path)
+
+
+def train_synthetic_classifier(ds_cfg, clf_cfg, out_dir):
+    """The classifier stage for the synthetic dataset: trained on every prepared image
+    (train+test), written to <out_dir>/synthetic-clf.pt with its report.json."""
+    prepared = Path(ds_cfg["prepared_dir"])
+    images, class_ids, attributes = [], [], []
+    for split_name in ("train", "test"):
+        split = PreparedSplit(prepared, split_name)
+        if split.attributes is None:
+            raise UserError(f"{prepared}/{split_name} has no attributes.npy; re-run `stackgan prepare synthetic`")
+        images += [centre_square(split.image(clf_cfg["view"], i), clf_cfg["size"]) for i in range(len(split))]
+        class_ids.append(split.class_ids)
+        attributes.append(split.attributes)
+    attributes = np.concatenate(attributes)
+    vocab = PreparedSplit(prepared, "train").manifest["attributes"]
+    attr_sizes = [len(vocab["values"][n]) for n in vocab["names"]]
+    classes, class_index = np.unique(np.concatenate(class_ids), return_inverse=True)
+    model, report = train_classifier(images, class_index, attributes, attr_sizes, num_classes=len(classes),
+                                     steps=clf_cfg["steps"], seed=clf_cfg["seed"], attr_names=vocab["names"])
+    out_dir = Path(out_dir)
+    sha = save_classifier(model, out_dir / "synthetic-clf.pt")
+    report.update(weights_sha256=sha, num_images=len(images), recipe=clf_cfg)
+    write_json(out_dir / "report.json", report)
+    return report
 
 
 def load_classifier(path) -> SyntheticClassifier:

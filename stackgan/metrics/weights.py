@@ -15,16 +15,14 @@ and `fc.bias` (num_classes,), saved with CPU tensors.
 Every weights file is read with `untrusted.load_torch` (tensors and plain containers only).
 """
 
-import hashlib
 import io
 from pathlib import Path
 
 import torch
 import torch.hub
-import torch.nn as nn
 
-from stackgan.atomic import torch_save
 from stackgan.errors import UserError
+from stackgan.hashing import sha256_file
 from stackgan.untrusted import load_torch
 
 DEFAULT_CLASSIFIER_DIR = Path("data/classifiers")
@@ -42,23 +40,6 @@ CLASSIFIER_FILES = {
     "oxford102-ft": "oxford102-ft.pth",
     "synthetic-clf": "synthetic-clf.pt",
 }
-
-_sha_cache: dict[tuple, str] = {}
-
-
-def sha256_file(path) -> str:
-    """sha256 hex digest of a file, remembered per (path, size, mtime) within this process."""
-    path = Path(path)
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _sha_cache:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        _sha_cache[key] = h.hexdigest()
-    return _sha_cache[key]
-
 
 def inception_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
@@ -128,38 +109,3 @@ def as_torch_file(state) -> io.BytesIO:
     torch.save(state, buf)
     buf.seek(0)
     return buf
-
-
-def write_random_inception(path, seed=0, num_classes=1008, logit_gain=20.0):
-    """Save weights of the true torch-fidelity Inception architecture, randomly initialised.
-
-    Lets the whole torch-fidelity path run offline (tests, CI smoke runs): the values it gives
-    are meaningless as scores. Init keeps activations O(1) through the depth (He-normal convs,
-    identity BatchNorm) so features still vary from image to image; the pool features come out
-    small (norm ~2-15), so `logit_gain` scales the class layer until logits spread by O(1)
-    across images and IS is visibly above 1.
-    """
-    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-
-    class _Unloaded(FeatureExtractorInceptionV3):
-        # Its constructor always loads a state dict; skipping that leaves the fresh modules.
-        def load_state_dict(self, state_dict, strict=True, assign=False):
-            return None
-
-    gen = torch.Generator().manual_seed(seed)
-    # Building the modules draws from the global RNG; keep the caller's stream untouched.
-    with torch.random.fork_rng(devices=[]):
-        net = _Unloaded("inception-v3-compat", ["2048"], feature_extractor_weights_path=as_torch_file({}))
-        net.fc = nn.Linear(2048, num_classes)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_in = m.weight[0].numel()
-                m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * (2.0 / fan_in) ** 0.5)
-            elif isinstance(m, nn.Linear):
-                m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * logit_gain / m.in_features**0.5)
-                m.bias.zero_()
-    state = {k: v.float().contiguous() for k, v in net.state_dict().items()}
-    torch_save(state, path)
-    return Path(path)
-

@@ -43,16 +43,6 @@ def z0_dim(dataset):
     return 50 if dataset == "mnist" else 16
 
 
-def sample_z1(batch_size, generator=None, device=None):
-    """z1 ~ U[0,1)^50, as the reference draws it."""
-    return torch.rand(batch_size, Z1_DIM, generator=generator, device=device)
-
-
-def sample_z0(dataset, batch_size, generator=None, device=None):
-    """z0 ~ U[0,1)^16 (CIFAR-like) or U[0,1)^50 (MNIST)."""
-    return torch.rand(batch_size, z0_dim(dataset), generator=generator, device=device)
-
-
 class GaussianNoise(nn.Module):
     """Additive N(0, sigma^2) noise, a regulariser on D's input: active in train mode only."""
 

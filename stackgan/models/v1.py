@@ -201,10 +201,6 @@ class Stage2G(nn.Module):
             self.stage1.eval()
         return self
 
-    def trainable_parameters(self):
-        """What the reference optimizer receives: every parameter outside the frozen Stage-I."""
-        return [p for p in self.parameters() if p.requires_grad]
-
     def forward(self, z, emb=None, generator=None, eps=None, eps_stage1=None):
         with torch.no_grad():  # = the reference's frozen weights + detached Stage-I image
             (low,), mu1, _ = self.stage1(z, emb, generator, eps_stage1)

@@ -1,0 +1,57 @@
+"""Metric keys, the names a metrics file gives its numbers: the one reader of their grammar, for
+the protocols that measure them (metrics/protocols.py), the tables (report.py) and the
+regression gate (gate.py).
+
+Grammar: `<family><count>[<resize>]_<suffix>`, e.g. `is30k64_cub-ft`, `fid2k_test`,
+`msssim100_class`. count: `30k` (thousands) or a plain integer `200`; a resize side can follow
+only a `k` count. Keys outside the grammar still have a family: `capacc_synthetic` is `capacc`;
+the human-study keys (`hr`, `fooled-rate`) are their own family.
+"""
+
+import re
+from dataclasses import dataclass
+
+HUMAN_STUDY_KEYS = frozenset({"hr", "fooled-rate"})
+MSSSIM_SCOPES = ("class", "all")  # pairs within each class, or over the whole set
+
+_KEY = re.compile(r"^(?P<family>[a-z]+)(?:(?P<kilo>\d+)k(?P<resize>\d+)?|(?P<plain>\d+))_(?P<suffix>.+)$")
+_FAMILY = re.compile(r"[a-z]+")
+
+
+@dataclass(frozen=True)
+class MetricKey:
+    family: str
+    count: int  # samples (IS, FID) or pairs (MS-SSIM)
+    in_thousands: bool  # written `<n>k`
+    resize: int | None  # side of the square both sides are resized to first
+    suffix: str  # what is measured against: scoring model, reference split, pair scope
+
+    def msssim_scope(self) -> str | None:
+        """`class` or `all` for an MS-SSIM key (`msssim<pairs>_<scope>`), else None."""
+        if self.family == "msssim" and not self.in_thousands and self.suffix in MSSSIM_SCOPES:
+            return self.suffix
+        return None
+
+    def count_text(self) -> str:
+        """The count as the key writes it, thousands spelled out: `30k` -> `30,000`."""
+        return f"{self.count // 1000},000" if self.in_thousands else str(self.count)
+
+
+def parse(key: str) -> MetricKey | None:
+    """The parts of a key in the grammar, or None."""
+    match = _KEY.match(key)
+    if match is None:
+        return None
+    kilo, resize, plain = match.group("kilo", "resize", "plain")
+    return MetricKey(family=match.group("family"), count=int(kilo) * 1000 if kilo is not None else int(plain),
+                     in_thousands=kilo is not None, resize=int(resize) if resize is not None else None,
+                     suffix=match.group("suffix"))
+
+
+def family(key: str) -> str:
+    """What a key measures (`is`, `fid`, `msssim`, `capacc`, `hr`, ...): its leading letters, or
+    the whole key for a human study or a key that starts otherwise."""
+    if key in HUMAN_STUDY_KEYS:
+        return key
+    match = _FAMILY.match(key)
+    return match.group() if match else key
