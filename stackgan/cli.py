@@ -28,11 +28,30 @@ def cmd_describe(args):
 
 
 def cmd_fetch(args):
-    from stackgan.fetch import fetch
+    import difflib
 
+    from stackgan import sources
+    from stackgan.fetch import fetch, fetch_weights
+
+    if args.name in sources.WEIGHTS:  # weights need no params.yaml: they fetch anywhere
+        print(fetch_weights(args.name, Path(args.out or Path(sources.WEIGHTS_DIR) / args.name)))
+        return
     params = _params(args)
-    ds = C.dataset_config(params, args.dataset, args.profile)
+    if args.name not in params["datasets"]:
+        known = [*params["datasets"], *sources.WEIGHTS]
+        close = difflib.get_close_matches(args.name, known, n=3)
+        hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(sorted(known))}"
+        raise UserError(f"unknown dataset or weights '{args.name}'; {hint}")
+    ds = C.dataset_config(params, args.name, args.profile)
     print(fetch(ds, Path(args.out or ds["raw_dir"])))
+
+
+def cmd_convert_inception(args):
+    from stackgan.metrics.convert_inception import convert
+
+    s = convert(args.checkpoint, Path(args.out))
+    print(f"{s['out']}: {s['num_classes']} classes (+ background), {s['variables_read']} EMA tensors from "
+          f"{s['source']}, sha256 {s['sha256']}")
 
 
 def cmd_prepare(args):
@@ -255,10 +274,17 @@ def build_parser():
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_describe)
 
-    s = sub.add_parser("fetch", help="download (or, for `synthetic`, generate) a dataset's raw files")
-    s.add_argument("dataset")
-    s.add_argument("--out", help="raw folder (default data/raw/<dataset>)")
+    s = sub.add_parser("fetch", help="download (or, for `synthetic`, generate) a dataset's raw files, or a "
+                                     "scoring network's weights")
+    s.add_argument("name", help="a dataset of params.yaml or a weights name of stackgan/sources.py WEIGHTS")
+    s.add_argument("--out", help="folder (default data/raw/<dataset> or data/weights/<weights name>)")
     s.set_defaults(fn=cmd_fetch)
+
+    s = sub.add_parser("convert-inception",
+                       help="convert the authors' TF Inception checkpoint into inception-v3-slim weights (needs [tf])")
+    s.add_argument("checkpoint", help="checkpoint prefix (e.g. .../model.ckpt-5000) or its folder")
+    s.add_argument("--out", required=True, help="weights file to write (e.g. data/weights/cub-inc.pth)")
+    s.set_defaults(fn=cmd_convert_inception)
 
     s = sub.add_parser("prepare", help="split, crop and shard a raw dataset")
     s.add_argument("dataset")

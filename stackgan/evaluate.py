@@ -1,9 +1,12 @@
 """`stackgan evaluate` and `stackgan evaluate-real`: the metrics files.
 
 The real reference set of a FID protocol is the prepared split the protocol names, as
-stackgan/metrics/reference.py crops it for the samples' resolution.
+stackgan/metrics/reference.py crops it for the samples' resolution. Protocols of an optional
+ruler (the authors' Inception) whose weights are absent are skipped and listed, with the steps
+that fetch them, under the metrics file's `skipped`; the tables then show the stand-in ruler.
 """
 
+import sys
 from pathlib import Path
 
 from stackgan import reproducibility
@@ -11,7 +14,9 @@ from stackgan.atomic import write_json
 from stackgan.config import dataset_config
 from stackgan.data.prepared import PreparedSplit
 from stackgan.errors import UserError
+from stackgan.metrics import weights
 from stackgan.metrics.compute import compute, evaluate_samples
+from stackgan.metrics.protocols import get_protocol
 from stackgan.metrics.reference import (
     ReferenceImages,
     classifier_dir,
@@ -19,7 +24,25 @@ from stackgan.metrics.reference import (
     reference_set,
     refstats_dir,
 )
+from stackgan.metrics.rulers import ruler_of
 from stackgan.samples_index import read_samples
+
+
+def measurable(protocol_names, classifier_dir):
+    """(protocols to score, {skipped protocol: why}): an optional ruler's protocols wait for its
+    weights (rulers.py); every other missing file stays an error when scoring."""
+    kept, skipped = [], {}
+    for name in protocol_names:
+        ruler = ruler_of(get_protocol(name))
+        if ruler is not None and ruler.optional:
+            try:
+                weights.locate(ruler.weights, classifier_dir)
+            except weights.MissingWeights as err:
+                skipped[name] = str(err)
+                print(f"evaluate: {name} skipped: {err}", file=sys.stderr)
+                continue
+        kept.append(name)
+    return kept, skipped
 
 
 def evaluate(cfg, device="cpu"):
@@ -32,10 +55,12 @@ def evaluate(cfg, device="cpu"):
         reference, reference_key = reference_set(cfg["data"]["prepared_dir"], split_name, cfg["view"],
                                                  index["resolution"])
     profile, dataset = cfg["profile"], cfg["data"]["name"]
-    result = evaluate_samples(samples_dir, cfg["eval"]["protocols"], reference_images=reference, device=device,
+    protocols, skipped = measurable(cfg["eval"]["protocols"], classifier_dir(profile, dataset))
+    result = evaluate_samples(samples_dir, protocols, reference_images=reference, device=device,
                               classifier_dir=classifier_dir(profile, dataset),
                               reference_stats_dir=refstats_dir(profile, dataset), reference_key=reference_key)
     out = {"experiment": cfg["name"], "profile": cfg["profile"], "checkpoint_step": index["step"], **result,
+           **({"skipped": skipped} if skipped else {}),
            "reproducibility": {"train": index.get("trained_under"), "evaluate": reproducibility.contract()}}
     write_json(cfg["paths"]["metrics"], out)
     return out

@@ -1,16 +1,19 @@
-"""`stackgan fetch DATASET`: put a dataset's raw files in data/raw/<dataset>/, verified.
+"""`stackgan fetch NAME`: put a dataset's raw files in data/raw/<dataset>/, or a scoring network's
+weights in data/weights/<weights name>/, verified.
 
 Every file is downloaded into `<file>.part` (HTTP resumes it with a Range request; Google Drive
 goes through gdown), checked against its pinned size and checksum, unpacked into a temporary
 folder beside its destination and only then renamed into place, so an interrupted run never
 leaves something that looks complete. `.fetched/<file>.json` records what was verified and
 unpacked, so a re-run skips that work. A file with no pinned checksum has the sha256 and size of
-its first verified download recorded in `<raw>/../.checksums.json` (data/raw/.checksums.json);
-later fetches verify against that. Such a first download is only accepted when it looks like the
-file (magic bytes, a plausible size), so an error page is never recorded as the file. Archives
-are extracted member by member by us, after every member's final path and link target has been
-checked to stay inside the raw folder. ImageNet needs an account: it is never downloaded, only
-checked. The embedded `synthetic` dataset is generated.
+its first verified download recorded in `<raw>/../.checksums.json` (data/raw/.checksums.json,
+data/weights/.checksums.json); later fetches verify against that. A file whose name publishes only
+the start of its sha256 (torch.hub's convention) is checked against that prefix and recorded too.
+Such a first download is only accepted when it looks like the file (magic bytes, a plausible
+size), so an error page is never recorded as the file. Archives are extracted member by member
+by us, after every member's final path and link target has been checked to stay inside the raw
+folder. ImageNet needs an account: it is never downloaded, only checked. The embedded
+`synthetic` dataset is generated.
 """
 
 import errno
@@ -77,6 +80,13 @@ def fetch(ds, out: Path):
     return out
 
 
+def fetch_weights(name: str, out: Path):
+    """Download a WEIGHTS entry of stackgan/sources.py into `out` (data/weights/<name>)."""
+    out = Path(out)
+    fetch_files(name, sources.WEIGHTS[name], out)
+    return out
+
+
 def fetch_files(dataset: str, files, raw: Path, records: Path | None = None):
     """Download, verify and unpack `files` (sources.RemoteFile) into `raw`."""
     raw = Path(raw)
@@ -117,9 +127,9 @@ def _fetch_one(dataset, f, raw: Path, records: Path):
         if candidate is part:
             _download(f, part, final, expected.get("size"))
         actual = _digests(candidate)
-        problem = next((k for k in ("size", "md5", "sha256") if expected.get(k) not in (None, actual[k])), None)
-        if problem is None and origin is None:  # no checksum vouches for it: is it the file at all?
+        if origin is None:  # no full checksum vouches for it: is it the file at all?
             _check_looks_like(f, candidate, final, actual["size"], ours=candidate is part)
+        problem = _mismatch(expected, actual)
         if problem is None:
             try:
                 unpacked = _unpack(f, candidate, raw)
@@ -142,7 +152,20 @@ def _fetch_one(dataset, f, raw: Path, records: Path):
     raise UserError(_failure_message(f"{dataset}/{f.name}", final, f, problem, expected, actual, origin, records))
 
 
+def _mismatch(expected: dict, actual: dict):
+    """The first expected value the file does not have (size, md5, sha256, sha256_prefix), or None."""
+    prefix = expected.get("sha256_prefix")
+    if prefix is not None and not actual["sha256"].startswith(prefix):
+        return "sha256_prefix"
+    return next((k for k in ("size", "md5", "sha256") if expected.get(k) not in (None, actual[k])), None)
+
+
 def _failure_message(key, final, f, problem, expected, actual, origin, records):
+    if problem == "sha256_prefix":
+        return (f"{final}: sha256 is {actual['sha256']}, expected one starting with {expected['sha256_prefix']} "
+                f"(the hash in its published file name, pinned in stackgan/sources.py), after 2 downloads from "
+                f"{f.location()}; the file was deleted; the server may have sent another file or the download "
+                f"was damaged: download {f.location()} by hand to {final} and compare")
     if problem == "archive":
         return (f"{final} is a truncated or corrupt archive after 2 downloads ({actual['archive']}); it was deleted: "
                 f"check the disk space and the network, then run fetch again, or download {f.location()} by hand "
@@ -174,7 +197,8 @@ MAGIC = {kind: re.compile(pattern, re.DOTALL) for kind, pattern in {
 }.items()}
 COMPRESSED_TAR = {"tar", "gzip", "bzip2", "xz"}  # a compressed tar shows its compressor's magic
 KINDS_BY_UNPACK = {"zip": {"zip"}, "tar": COMPRESSED_TAR, "auto": {"zip", "pickle", "t7"} | COMPRESSED_TAR}
-KINDS_BY_SUFFIX = {".mat": {"mat"}, ".gz": {"gzip"}, ".pickle": {"pickle"}}
+# torch.save writes a zip (torch >= 1.6) or, before that, a pickle stream.
+KINDS_BY_SUFFIX = {".mat": {"mat"}, ".gz": {"gzip"}, ".pickle": {"pickle"}, ".pth": {"zip", "pickle"}}
 
 
 def _is_html(head: bytes) -> bool:
@@ -205,9 +229,9 @@ def _check_looks_like(f, path: Path, final: Path, size: int, ours: bool):
 
 
 def _expected(dataset, f, records: Path):
-    """(expected size/md5/sha256, where they come from): pinned values first, then the record
-    of an earlier first download."""
-    pinned = {k: getattr(f, k) for k in ("size", "md5", "sha256") if getattr(f, k) is not None}
+    """(expected size/md5/sha256/sha256_prefix, where the full checksum comes from): pinned values
+    first, then the record of an earlier first download; None where no full checksum is known."""
+    pinned = {k: getattr(f, k) for k in ("size", "md5", "sha256", "sha256_prefix") if getattr(f, k) is not None}
     if "md5" in pinned or "sha256" in pinned:
         return pinned, "pinned in stackgan/checksums.json"
     recorded = _load_records(records).get(f"{dataset}/{f.name}")
@@ -245,7 +269,7 @@ def _record(path: Path, key: str, actual: dict, source: str):
     write_json(path, {"about": "sha256 and size of first verified downloads that stackgan/checksums.json does "
                                "not pin; `stackgan fetch` verifies later downloads against them",
                       "files": files})
-    print(f"{key}: no pinned checksum; recorded sha256 {actual['sha256']} ({actual['size']} bytes) in {path}",
+    print(f"{key}: no full checksum pinned; recorded sha256 {actual['sha256']} ({actual['size']} bytes) in {path}",
           file=sys.stderr)
 
 
@@ -269,6 +293,8 @@ def _marker_is_current(raw, f, final: Path, expected) -> bool:
         return False
     if any(expected.get(k) not in (None, marker.get(k)) for k in ("size", "md5", "sha256")):
         return False
+    if not str(marker.get("sha256", "")).startswith(expected.get("sha256_prefix", "")):
+        return False
     if final.is_file():
         stat = final.stat()
         return stat.st_size == marker.get("size") and stat.st_mtime_ns == marker.get("mtime_ns")
@@ -278,7 +304,11 @@ def _marker_is_current(raw, f, final: Path, expected) -> bool:
 # ---------------------------------------------------------------- transfer
 
 def _download(f, part: Path, final: Path, size):
-    if f.drive_id:
+    if f.drive_id and f.resourcekey:
+        # gdown rebuilds a Drive URL from the bare id, dropping the resourcekey that old "0B..."
+        # ids need; Drive's direct endpoint takes it, and our HTTP path resumes.
+        _download_http(sources.drive_direct_url(f.drive_id, f.resourcekey), part, final, size)
+    elif f.drive_id:
         _download_drive(f, part, final)
     else:
         _download_http(f.url, part, final, size)

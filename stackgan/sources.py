@@ -1,9 +1,11 @@
-"""Where every dataset's raw files come from, and how each unpacks into data/raw/<dataset>/.
+"""Where every dataset's raw files and every scoring network's weights come from, and how each
+unpacks into data/raw/<dataset>/ or data/weights/<weights name>/.
 
 Official locations: ../shared/spec/stackgan-reference.md §5 and sgan-reference.md §5. Pinned
-checksums and sizes live in stackgan/checksums.json (keyed "<dataset>/<file name>"), so that a
-checksum recorded on a first download (data/raw/.checksums.json, same format) can be promoted
-into the package by copying its entry. The unpacked result is the layout `stackgan prepare` reads.
+checksums and sizes live in stackgan/checksums.json (keyed "<dataset or weights name>/<file name>"),
+so that a checksum recorded on a first download (data/raw/.checksums.json or
+data/weights/.checksums.json, same format) can be promoted into the package by copying its entry.
+The unpacked result is the layout `stackgan prepare` (or stackgan/metrics/weights.py) reads.
 """
 
 import dataclasses
@@ -25,6 +27,9 @@ class RemoteFile:
     optional: fetched only when the dataset's params set `fetch_optional: true`.
     min_size: bytes below which a first download with no pinned checksum is refused (an error
     page or a stub, not the file); set well under the real size, which is not published.
+    sha256_prefix: the start of the file's sha256 where only that is published (torch.hub names
+    its files `<name>-<first 8 hex digits of the sha256>.pth`); the full sha256 and size are then
+    recorded on the first verified download, as for a file with no pin at all.
     """
 
     name: str
@@ -34,6 +39,7 @@ class RemoteFile:
     size: int | None = None
     md5: str | None = None
     sha256: str | None = None
+    sha256_prefix: str | None = None
     unpack: str | None = None
     strip: str | None = None
     keep: tuple = ()
@@ -44,6 +50,13 @@ class RemoteFile:
 
     def location(self) -> str:
         return self.url or drive_url(self.drive_id, self.resourcekey)
+
+
+def drive_direct_url(drive_id: str, resourcekey: str) -> str:
+    """Drive's direct download endpoint for a file that needs its resourcekey; confirm=t skips the
+    "can't scan for viruses" page of large files."""
+    return (f"https://drive.usercontent.google.com/download?id={drive_id}&export=download&confirm=t"
+            f"&resourcekey={resourcekey}")
 
 
 def drive_url(drive_id: str, resourcekey: str | None = None) -> str:
@@ -57,10 +70,11 @@ def pinned_checksums() -> dict:
     return json.loads(text)["files"]
 
 
-def _files(dataset: str, *entries: RemoteFile) -> list[RemoteFile]:
-    """The entries with their pinned size and checksum filled in from checksums.json."""
+def _files(name: str, *entries: RemoteFile) -> list[RemoteFile]:
+    """The entries of a dataset or weights name with their pinned size and checksum filled in
+    from checksums.json."""
     pins = pinned_checksums()
-    return [dataclasses.replace(e, **{k: v for k, v in pins.get(f"{dataset}/{e.name}", {}).items()
+    return [dataclasses.replace(e, **{k: v for k, v in pins.get(f"{name}/{e.name}", {}).items()
                                       if k in ("size", "md5", "sha256")}) for e in entries]
 
 
@@ -133,6 +147,31 @@ SOURCES = {
                                          "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"))),
     "svhn": _files("svhn", *(RemoteFile(n, url=f"http://ufldl.stanford.edu/housenumbers/{n}")
                              for n in ("train_32x32.mat", "test_32x32.mat"))),
+}
+
+# Scoring networks' weights, fetched into data/weights/<name>/ (stackgan/metrics/weights.py reads them).
+TORCH_FIDELITY_INCEPTION = "weights-inception-2015-12-05-6726825d.pth"
+TORCHVISION_INCEPTION = "inception_v3_google-0cc3c7bd.pth"
+# The authors' zip (StackGAN-inception-model README) is reported to hold
+# inception_finetuned_models/{birds,flowers}_valid299/ checkpoints; its layout is not published, so
+# nothing inside is expected. Each Inception-v3 checkpoint is > 80 MB of float32 that deflate hardly
+# shrinks.
+STACKGAN_INCEPTION_ZIP = "inception_finetuned_models.zip"
+WEIGHTS_DIR = "data/weights"  # `stackgan fetch <weights name>` writes <WEIGHTS_DIR>/<weights name>/
+WEIGHTS = {
+    # torch-fidelity's port of the TF-exact 2015 Inception (improved-gan / TTUR); torch-fidelity
+    # v0.4.0 feature_extractor_inceptionv3.py URL_INCEPTION_V3.
+    "inception-2015-12-05": _files("inception-2015-12-05", RemoteFile(
+        TORCH_FIDELITY_INCEPTION, sha256_prefix="6726825d", min_size=50 * MB,
+        url=f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{TORCH_FIDELITY_INCEPTION}")),
+    # torchvision's ImageNet Inception-v3 (the legacy pytorch-fid ruler, stackgan/metrics/legacy_fid.py).
+    "torchvision-inception-v3": _files("torchvision-inception-v3", RemoteFile(
+        TORCHVISION_INCEPTION, url=f"https://download.pytorch.org/models/{TORCHVISION_INCEPTION}",
+        sha256_prefix="0cc3c7bd", min_size=50 * MB)),
+    # The authors' fine-tuned birds (50 + 1 logits) and flowers (20 + 1) TF checkpoints.
+    "stackgan-inception": _files("stackgan-inception", RemoteFile(
+        STACKGAN_INCEPTION_ZIP, drive_id="0B3y_msrWZaXLMzNMNWhWdW0zVWs", resourcekey="0-gBxxw4fU6ikmNtkfFSQALw",
+        unpack="zip", min_size=50 * MB, note="StackGAN-inception-model: inception model for birds and flowers")),
 }
 
 # ImageNet (needs an account, never downloaded): StackGAN-v2 code/miscc/classes.py class lists.

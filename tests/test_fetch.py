@@ -258,9 +258,9 @@ def test_google_drive_download_through_gdown_is_verified_and_unpacked(tmp_path, 
     monkeypatch.setitem(sys.modules, "gdown", type(sys)("gdown"))
     monkeypatch.setattr(sys.modules["gdown"], "download", download, raising=False)
     raw = tmp_path / "raw" / "oxford102"
-    f = RemoteFile("flowers.zip", drive_id="ID123", resourcekey="0-key", unpack="zip", strip="flowers")
+    f = RemoteFile("flowers.zip", drive_id="ID123", unpack="zip", strip="flowers")  # keyed files: test_fetch_weights
     F.fetch_files("oxford102", [f], raw)
-    assert calls == ["https://drive.google.com/uc?id=ID123&export=download&resourcekey=0-key"]
+    assert calls == ["https://drive.google.com/uc?id=ID123&export=download"]
     assert (raw / "train" / "filenames.pickle").read_bytes() == b"keys"
     assert json.loads((raw.parent / ".checksums.json").read_text())["files"]["oxford102/flowers.zip"]["sha256"] \
         == sha256(metadata)

@@ -3,14 +3,16 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch_fidelity
 from PIL import Image
 
 from stackgan import hashing, metric_names
 from stackgan.errors import UserError
-from stackgan.metrics import weights
-from stackgan.metrics.compute import compute, evaluate_samples, score_folder
+from stackgan.metrics import legacy_fid, rulers, weights
+from stackgan.metrics.compute import compute, evaluate_samples, reference_cache_name, score_folder, scored_view
+from stackgan.metrics.images import RESIZE_RULE, ScoredView, TensorImages, resize_uint8
 from stackgan.metrics.protocols import PAPER_PROTOCOLS, PROTOCOLS, get_protocol
-from stackgan.metrics.synthetic_classifier import SyntheticClassifier, save_classifier
+from stackgan.metrics.synthetic_classifier import INPUT_SIZE, SyntheticClassifier, save_classifier
 
 
 def test_paper_protocols():
@@ -25,6 +27,47 @@ def test_paper_protocols():
     assert (fid.extractor, fid.feature_layer) == ("inception-v3-compat", "2048")
     sgan = get_protocol("is50k_imagenet")
     assert (sgan.num_samples, sgan.splits, sgan.feature_layer) == (50000, 10, "logits_unbiased")
+
+
+def test_rulers_build_the_protocols():
+    rows = [("is30k_cub-inc", "inception-v3-slim", "logits", "cub-inc"),
+            ("is30k_oxford102-inc", "inception-v3-slim", "logits", "oxford102-inc"),
+            ("fid30k_ptfid-legacy_test", "inception-v3-torchvision", "2048", "ptfid-legacy"),
+            ("fid30k_cleanfid_test", "inception-v3-compat-float", "2048", "cleanfid")]
+    for name, extractor, layer, model in rows:
+        p = PROTOCOLS[name]
+        assert (p.extractor, p.feature_layer, p.model, p.splits if p.metric == "is" else p.reference) == \
+            (extractor, layer, model, 10 if p.metric == "is" else "test")
+    assert get_protocol("is200_cub-inc").num_samples == 200 and get_protocol("is64_cub-inc").num_samples == 64
+    assert get_protocol("fid1k_cub-inc_train").feature_layer == "2048"
+    with pytest.raises(UserError, match="FID only; use e.g. fid30k_cleanfid_test"):
+        get_protocol("is30k_cleanfid")
+    with pytest.raises(UserError, match="whole batches of 64"):
+        get_protocol("is63_cub-inc")
+    details = get_protocol("is30k_cub-ft").describe()
+    assert details["ruler"] == rulers.RULERS["cub-ft"].label
+    assert details["preprocessing"] == "torch-fidelity internal TF1-bilinear resize to 299, (x-128)/128"
+    assert get_protocol("is30k_cub-inc").describe()["ruler"].startswith("authors' fine-tuned Inception")
+    assert get_protocol("msssim100_class").describe()["ruler"] is None
+    assert f" {INPUT_SIZE} " in rulers.SYNTHETIC.words
+    assert all("_" not in key for key in rulers.RULERS)  # "_" separates an FID ruler from its split
+
+
+def test_view_preprocessing_keys_the_reference_cache_and_old_names_stay():
+    images = TensorImages(torch.randint(0, 256, (3, 3, 20, 20), generator=torch.Generator().manual_seed(0),
+                                        dtype=torch.uint8))
+    clean = get_protocol("fid2k_cleanfid_test")
+    view = scored_view(clean, images, None, 16)
+    assert torch.equal(view[1], legacy_fid.clean_resize(resize_uint8(images[1], 16)))
+    plain = ScoredView(images, None, 16)
+    assert reference_cache_name(clean, view, "k", "w") != reference_cache_name(clean, plain, "k", "w")
+    # a ruler whose network preprocesses (every protocol before the rulers) keeps its cache names
+    fid = get_protocol("fid2k_test")
+    assert scored_view(fid, images, None, 16).preprocessing is None
+    old_parts = {"reference": "k", "num_images": 3, "size": 16, "resize_rule": RESIZE_RULE,
+                 "extractor": "inception-v3-compat", "layer": "2048", "weights_sha256": "w",
+                 "torch_fidelity": torch_fidelity.__version__}
+    assert reference_cache_name(fid, plain, "k", "w") == "ref-" + hashing.sha256_json(old_parts, 40, default=list)
 
 
 def test_parametric_protocols():
@@ -53,7 +96,7 @@ def test_metric_keys_have_one_grammar():
 
 
 @pytest.mark.parametrize("bad", ["is30k_cub", "kid30k_test", "fid30k_val", "is0_imagenet", "is30k4_imagenet",
-                                 "fid2k_nomodel_test", "is30k"])
+                                 "fid2k_nomodel_test", "is30k", "is30k_cleanfid", "is2k_ptfid-legacy", "is63_cub-inc"])
 def test_bad_names_are_user_errors(bad):
     with pytest.raises(UserError, match="protocol"):
         get_protocol(bad)
@@ -61,11 +104,12 @@ def test_bad_names_are_user_errors(bad):
 
 def test_missing_weights_name_the_file_and_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    monkeypatch.setattr(weights, "DEFAULT_WEIGHTS_DIR", tmp_path / "weights")
     with pytest.raises(UserError) as err:
-        weights.locate("imagenet")
+        weights.locate("inception-2015-12-05")
     msg = str(err.value)
     assert weights.INCEPTION_FILE in msg and str(tmp_path / "th" / "hub" / "checkpoints") in msg
-    assert weights.INCEPTION_URL in msg
+    assert weights.INCEPTION_URL in msg and "stackgan fetch inception-2015-12-05" in msg
     with pytest.raises(UserError, match=r"cub-ft\.pth.*classifier"):
         weights.locate("cub-ft", classifier_dir=tmp_path)
     # protocols whose weights are absent fail before any scoring
@@ -76,11 +120,12 @@ def test_missing_weights_name_the_file_and_folder(tmp_path, monkeypatch):
 
 def test_corrupt_inception_file_is_caught(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(weights, "DEFAULT_WEIGHTS_DIR", tmp_path / "weights")
     target = tmp_path / "hub" / "checkpoints" / weights.INCEPTION_FILE
     target.parent.mkdir(parents=True)
     target.write_bytes(b"partial download")
     with pytest.raises(UserError, match="sha256"):
-        weights.locate_inception()
+        weights.locate("inception-2015-12-05")
 
 
 def test_sha256_file_tracks_content(tmp_path):
@@ -114,6 +159,7 @@ def test_evaluate_samples_and_score_folder(tmp_path):
                            weights={"synthetic-clf": clf}, device="cpu")
     assert set(out["metrics"]) == set(names) and set(out["protocols"]) == set(names)
     assert all(p["seed"] == 100 for p in out["protocols"].values())
+    assert {p["ruler"] for p in out["protocols"].values()} == {rulers.RULERS["synthetic-clf"].label}
     assert out["protocols"]["fid12_synthetic-clf_test"]["reference"]["num_images"] == 10
     json.dumps(out)  # the metrics file must serialise
 

@@ -86,11 +86,11 @@ def test_paper_numbers_experiments_are_harness_names():
 
 def test_paper_numbers_spot_values():
     by_key = {(r["table"], r["experiment"], r["protocol"]): r for r in paper_rows()}
-    assert by_key[("2", "cub-v1", "is30k64_cub-ft")]["value"] == "3.02"
+    assert by_key[("2", "cub-v1", "is30k64_cub-inc")]["value"] == "3.02"
     assert by_key[("2", "coco-v1", "fid30k_test")]["value"] == "74.05"
-    assert by_key[("4", "cub-v1-s1-256-noca", "is30k_cub-ft")]["std"] == "0.00"
-    assert by_key[("5", "cub-v2-nojcu", "is30k_cub-ft")]["value"] == "3.77"
-    assert by_key[("3", "oxford102-v2", "is30k_oxford102-ft")]["value"] == "3.26"
+    assert by_key[("4", "cub-v1-s1-256-noca", "is30k_cub-inc")]["std"] == "0.00"
+    assert by_key[("5", "cub-v2-nojcu", "is30k_cub-inc")]["value"] == "3.77"
+    assert by_key[("3", "oxford102-v2", "is30k_oxford102-inc")]["value"] == "3.26"
     assert by_key[("3", "lsun-church-v2", "is30k_imagenet")]["value"] == "2.38"
     assert by_key[("is", "cifar10-real", "is50k_imagenet")]["value"] == "11.24"
     gan_int_cls = [r for r in paper_rows() if r["model"] == "gan-int-cls"]
@@ -111,7 +111,7 @@ def test_no_metrics_gives_all_not_run(tmp_path):
         assert "within" not in text.split("| dataset")[1]  # no verdict other than not run
     table2 = (tmp_path / "tables" / "table2.md").read_text()
     expected = ["3.70 ± 0.04", "—", "—", "not run"]
-    assert row_of(table2, "cub-v1", "is30k_cub-ft")[6:10] == expected
+    assert row_of(table2, "cub-v1", "is30k_cub-inc")[6:11] == expected + ["—"]
     assert table2.count("reference (other paper)") == 20
     assert "30 users" in table2  # the paper's HR protocol is written down
 
@@ -119,23 +119,27 @@ def test_no_metrics_gives_all_not_run(tmp_path):
 def test_verdicts_from_paper_profile(tmp_path):
     metrics = tmp_path / "metrics"
     write_metrics(metrics, "paper", "cub-v1", {
-        # paper 3.70 ± 0.04: delta +0.03 -> within std
-        "is30k_cub-ft": {"value": 3.73, "std": 0.02},
+        # paper 3.70 ± 0.04 with the authors' ruler: delta +0.03 -> within std
+        "is30k_cub-inc": {"value": 3.73, "std": 0.02},
+        "is30k_cub-ft": {"value": 3.10, "std": 0.02},  # the stand-in is not used when the ruler exists
         # paper 3.02 ± 0.03: delta -0.12 = 4.0% of 3.02 -> within the 5% IS tolerance
         "is30k64_cub-ft": {"value": 2.90, "std": 0.05},
         # paper 51.89, no std: delta +6.11 = 11.8% > 10% -> not reproduced
         "fid30k_test": {"value": 58.0, "std": None},
         # paper 35.11: delta -3.11 = 8.9% -> within the 10% FID tolerance
         "fid30k64_test": {"value": 32.0, "std": None},
-    }, protocols={"is30k_cub-ft": {"metric": "is", "num_samples": 29330, "splits": 10,
-                                   "resize": None, "extractor": "cub-ft",
-                                   "weights_sha256": "feedc0ffee1234567890", "seed": 100}})
+    }, protocols={"is30k_cub-inc": {"metric": "is", "num_samples": 29330, "splits": 10,
+                                    "resize": None, "extractor": "inception-v3-slim",
+                                    "weights_sha256": "feedc0ffee1234567890", "seed": 100,
+                                    "ruler": "the authors' ruler as recorded"}})
     write_tables(metrics, tmp_path / "tables")
     table2 = (tmp_path / "tables" / "table2.md").read_text()
-    assert row_of(table2, "cub-v1", "is30k_cub-ft")[7:10] == ["3.73 ± 0.02", "+0.03",
-                                                              "within paper std"]
-    assert row_of(table2, "cub-v1", "is30k64_cub-ft")[7:10] == ["2.90 ± 0.05", "-0.12",
-                                                                "within tolerance"]
+    assert row_of(table2, "cub-v1", "is30k_cub-inc")[7:11] == ["3.73 ± 0.02", "+0.03", "within paper std",
+                                                               "the authors' ruler as recorded"]
+    # IS*: only the stand-in ruler was measured, and the cell says so
+    stand_in = row_of(table2, "cub-v1", "is30k64_cub-inc")
+    assert stand_in[7:10] == ["2.90 ± 0.05", "-0.12", "within tolerance (stand-in ruler)"]
+    assert stand_in[10].startswith("stand-in `is30k64_cub-ft`: ")
     assert row_of(table2, "cub-v1", "fid30k_test")[7:10] == ["58.00", "+6.11", "not reproduced"]
     assert row_of(table2, "cub-v1", "fid30k64_test")[7:10] == ["32.00", "-3.11",
                                                                "within tolerance"]
@@ -144,7 +148,10 @@ def test_verdicts_from_paper_profile(tmp_path):
     assert "feedc0ffee12" in table2 and "29330" in table2  # recorded protocol in the header
     # the same experiment fills Table 3 and Table 4 too
     table4 = (tmp_path / "tables" / "table4.md").read_text()
-    assert row_of(table4, "cub-v1", "is30k_cub-ft")[9] == "within paper std"
+    assert row_of(table4, "cub-v1", "is30k_cub-inc")[9] == "within paper std"
+    # the stand-in number the authors' ruler replaced is listed, not hidden
+    text = (tmp_path / "tables" / "text.md").read_text()
+    assert "| cub-v1       | is30k_cub-ft" in text and "is30k64_cub-ft" not in text
 
 
 def test_embedded_profile_never_fills_paper_columns(tmp_path):
@@ -158,7 +165,7 @@ def test_embedded_profile_never_fills_paper_columns(tmp_path):
     written = write_tables(metrics, tmp_path / "tables")
     assert [p.name for p in written] == PAPER_FILES + ["embedded.md"]
     table2 = (tmp_path / "tables" / "table2.md").read_text()
-    assert row_of(table2, "cub-v1", "is30k_cub-ft")[9] == "not run"
+    assert row_of(table2, "cub-v1", "is30k_cub-inc")[9] == "not run"
     embedded = (tmp_path / "tables" / "embedded.md").read_text()
     assert "NOT a reproduction: synthetic/CPU profile, not comparable with the paper" in embedded
     assert "| 2.31 ± 0.05" in embedded and "| 0.6100" in embedded

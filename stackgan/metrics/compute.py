@@ -1,9 +1,14 @@
 """Score images under named protocols; IS and FID are torch-fidelity's (see fidelity.py for how
 it is called: it never reads a file itself).
 
+A protocol's ruler (rulers.py) gives its network, weights, preprocessing and IS rule: the
+ruler's preprocessing runs in the scored view after the IS*/FID* resize; IS rule "authors" is
+authors_is.inception_score, "torch-fidelity" fidelity.inception_score.
+
 Reference statistics cache: keyed by a hash of everything the statistics depend on (reference
-content, resize rule and size, extractor, layer, weights sha256, torch-fidelity version), so a
-new weights file never meets stale statistics; generated samples are never cached.
+content, resize rule and size, the view's preprocessing, extractor, layer, weights sha256,
+torch-fidelity version), so a new weights file never meets stale statistics; generated samples
+are never cached.
 """
 
 from pathlib import Path
@@ -11,17 +16,22 @@ from pathlib import Path
 import torch
 import torch_fidelity
 
-import stackgan.metrics.finetuned_inception  # noqa: F401  (registers inception-v3-ft)
+# Imported for their torch-fidelity extractors: inception-v3-ft, inception-v3-slim, inception-v3-torchvision
+# and inception-v3-compat-float.
+import stackgan.metrics.finetuned_inception  # noqa: F401
+import stackgan.metrics.legacy_fid  # noqa: F401
+import stackgan.metrics.slim_inception  # noqa: F401
 from stackgan.devices import resolve_device
 from stackgan.errors import UserError
 from stackgan.hashing import sha256_file, sha256_json
-from stackgan.metrics import fidelity
+from stackgan.metrics import authors_is, fidelity
 from stackgan.metrics import weights as weights_lookup
 from stackgan.metrics.images import (
     RESIZE_RULE, ScoredView, as_dataset, content_sha256, describe_source, list_image_files, require_one_size,
 )
 from stackgan.metrics.msssim import mean_ms_ssim
 from stackgan.metrics.protocols import get_protocol
+from stackgan.metrics.rulers import ruler_of
 from stackgan.metrics.synthetic_classifier import capacc, load_classifier
 from stackgan.samples_index import read_samples
 
@@ -37,9 +47,25 @@ def resolve_weights(protocol, weights, classifier_dir):
     if path is not None and not path.is_file():
         raise UserError(f"weights file {path} not found; pass an existing file for {protocol.name} "
                         f"(e.g. to --extractor-weights)")
-    if path is None and protocol.model is not None:
-        path = weights_lookup.locate(protocol.model, classifier_dir)
-    return path, weights_lookup.remedy(protocol.model)
+    ruler = ruler_of(protocol)
+    weights_key = ruler.weights if ruler is not None else None
+    if path is None and weights_key is not None:
+        path = weights_lookup.locate(weights_key, classifier_dir)
+    return path, weights_lookup.remedy(weights_key)
+
+
+def scored_view(protocol, dataset, count=None, size=None):
+    """What the protocol's network is given of `dataset`: the first `count` images resized to
+    `size`, then put through the ruler's preprocessing when the view does it (see rulers.py)."""
+    ruler = ruler_of(protocol)
+    preprocessing = ruler.preprocessing if ruler is not None and ruler.preprocessing.apply is not None else None
+    if ruler is not None and ruler.whole_batches is not None:
+        available = len(dataset) if count is None else min(count, len(dataset))
+        if available < ruler.whole_batches:
+            raise UserError(f"{protocol.name} scores whole batches of {ruler.whole_batches} images and got "
+                            f"{available}; score more images")
+        count = available - available % ruler.whole_batches
+    return ScoredView(dataset, count, size, preprocessing)
 
 
 def reference_cache_name(protocol, ref_view, reference_key, weights_sha):
@@ -53,6 +79,8 @@ def reference_cache_name(protocol, ref_view, reference_key, weights_sha):
         "weights_sha256": weights_sha,
         "torch_fidelity": torch_fidelity.__version__,
     }
+    if ref_view.preprocessing is not None:  # keyed only when there is one: older names stay valid
+        parts["preprocessing"] = ref_view.preprocessing.name
     return "ref-" + sha256_json(parts, 40, default=list)
 
 
@@ -90,8 +118,9 @@ def compute(protocol_names, samples, reference=None, weights=None, batch_size=64
     or list of (H,W,3) arrays, or a Dataset returning uint8 (3,H,W) tensors. The first
     `num_samples` samples are scored (all of them when fewer). FID needs `reference`; without a
     resize rule the reference is resized to the samples' resolution (the generated one).
-    weights: {model key or extractor name: file} or one file for all; missing entries are looked
-    up offline by weights.locate. attributes: (N, A) caption attribute ids for capacc protocols;
+    weights: {ruler key or extractor name: file} or one file for all; missing entries are looked
+    up offline by weights.locate (the ruler's weights key). batch_size: torch-fidelity's batches;
+    the authors' IS always runs its own batches of 64. attributes: (N, A) caption attribute ids for capacc protocols;
     class_ids: (N,) class of each sample for MS-SSIM's within-class pairs.
     reference_key: a caller-vouched identity of the reference content (e.g. a manifest hash) that
     replaces hashing every reference image in the cache key.
@@ -113,10 +142,14 @@ def compute(protocol_names, samples, reference=None, weights=None, batch_size=64
             continue
         weights_path, remedy = resolve_weights(protocol, weights, classifier_dir)
         weights_sha = sha256_file(weights_path) if weights_path is not None else None
-        view = ScoredView(samples_ds, protocol.num_samples, protocol.resize)
-        minimum = protocol.splits or 2
+        view = scored_view(protocol, samples_ds, protocol.num_samples, protocol.resize)
+        ruler = ruler_of(protocol)
+        authors_rule = protocol.metric == "is" and ruler is not None and ruler.is_rule == "authors"
+        minimum = authors_is.BATCH_SIZE if authors_rule else protocol.splits or 2
         if len(view) < minimum:
             groups = f" (its IS is the mean over {protocol.splits} groups of them)" if protocol.splits else ""
+            if authors_rule:
+                groups = f" (the authors' IS scores whole batches of {minimum})"
             raise UserError(f"{protocol.name} needs at least {minimum} images{groups}, got {len(view)}; "
                             f"score more images")
         if protocol.metric == "fid" and ref_ds is None:
@@ -130,13 +163,20 @@ def compute(protocol_names, samples, reference=None, weights=None, batch_size=64
             "weights_sha256": weights_sha,
             "torch_fidelity": torch_fidelity.__version__,
         }
+        if ruler is not None and ruler.whole_batches is not None:
+            details["whole_batches"] = ruler.whole_batches
         if protocol.metric == "is":
             net = fidelity.extractor(protocol.extractor, protocol.feature_layer, weights_path, remedy, cuda, verbose)
-            value, std = _score_is(protocol, view, net, batch_size, cuda, verbose)
-            details["isc_shuffle_seed"] = fidelity.ISC_SHUFFLE_SEED
+            if authors_rule:
+                value, std, extra = authors_is.inception_score(view, net, protocol.feature_layer, protocol.splits,
+                                                               cuda, verbose)
+                details.update(extra)
+            else:
+                value, std = _score_is(protocol, view, net, batch_size, cuda, verbose)
+                details["isc_shuffle_seed"] = fidelity.ISC_SHUFFLE_SEED
         elif protocol.metric == "fid":
-            size = protocol.resize or tuple(view[0].shape[-2:])
-            ref_view = ScoredView(ref_ds, None, size)
+            size = protocol.resize or tuple(samples_ds[0].shape[-2:])  # before the ruler's preprocessing
+            ref_view = scored_view(protocol, ref_ds, None, size)
             cache_name = stats_file = None
             stats_dir = reference_stats_dir if reference_stats_dir is not None else cache_dir
             if stats_dir is not None:

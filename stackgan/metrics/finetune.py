@@ -17,41 +17,9 @@ fc is the k-th smallest class id, and softmax over these K logits equals INC's s
 logits[1:]. Not reproduced: the auxiliary head (torch-fidelity's network has none), colour and
 bounding-box distortions.
 
-Using the authors' TF checkpoint (`inception_finetuned_models/birds_valid299/model.ckpt-5000`)
--------------------------------------------------------------------------------------------
-Possible, with two caveats. Read it where TensorFlow is installed, e.g.
-`r = tf.train.load_checkpoint(path); np.savez(out, **{n: r.get_tensor(n) for n, _ in
-tf.train.list_variables(path)})`, then map (verify names against `list_variables`; the old slim
-model creates variables without an `inception_v3/` prefix):
-- restore the EMA shadow `<var>/ExponentialMovingAverage` of every variable below (INC's
-  `variables_to_restore()`; BatchNorm moving statistics have shadows too);
-- blocks: conv0 -> Conv2d_1a_3x3, conv1 -> Conv2d_2a_3x3, conv2 -> Conv2d_2b_3x3,
-  conv3 -> Conv2d_3b_1x1, conv4 -> Conv2d_4a_3x3, mixed_35x35x256a -> Mixed_5b,
-  mixed_35x35x288a -> Mixed_5c, mixed_35x35x288b -> Mixed_5d, mixed_17x17x768a -> Mixed_6a,
-  mixed_17x17x768b..e -> Mixed_6b..Mixed_6e, mixed_17x17x1280a -> Mixed_7a,
-  mixed_8x8x2048a -> Mixed_7b, mixed_8x8x2048b -> Mixed_7c;
-- convs inside a block are `<branch>/Conv`, `<branch>/Conv_1`, ... in creation order:
-  branch1x1/Conv -> branch1x1; branch5x5/Conv, Conv_1 -> branch5x5_1, _2;
-  branch3x3dbl/Conv..Conv_2 -> branch3x3dbl_1.._3 (Mixed_5*, Mixed_6a); branch3x3/Conv ->
-  branch3x3 (Mixed_6a); branch7x7/Conv..Conv_2 -> branch7x7_1.._3; branch7x7dbl/Conv..Conv_4
-  -> branch7x7dbl_1.._5; branch3x3/Conv, Conv_1 -> branch3x3_1, _2 and branch7x7x3/Conv..Conv_3
-  -> branch7x7x3_1.._4 (Mixed_7a); in Mixed_7b/7c branch3x3/Conv, Conv_1 ([1,3]), Conv_2
-  ([3,1]) -> branch3x3_1, _2a, _2b and branch3x3dbl/Conv..Conv_3 -> branch3x3dbl_1, _2, _3a,
-  _3b; branch_pool/Conv -> branch_pool;
-- per conv: `weights` (kh, kw, in, out) -> `.conv.weight` permuted to (out, in, kh, kw);
-  `BatchNorm/beta` -> `.bn.bias`; `.bn.weight` = ones (slim's batch_norm has scale=False);
-  `BatchNorm/moving_mean` -> `.bn.running_mean`; `BatchNorm/moving_variance` ->
-  `.bn.running_var` (eps 0.001 on both sides);
-- `logits/logits/weights` (2048, K+1) -> `fc.weight` = weights[:, 1:].T and
-  `logits/logits/biases` -> `fc.bias` = biases[1:] (drops the background class: exactly INC's
-  slice before the softmax); `aux_logits/*` is dropped.
-Caveats: (1) torch-fidelity's Mixed_7c max-pools its pool branch (a quirk of the 2015 ImageNet
-graph) where slim's mixed_8x8x2048b average-pools (SAME, padding excluded); an exact port must
-run with Mixed_7c replaced by an `InceptionE_1` (same parameter names, average pool), i.e. a
-second extractor name, not `inception-v3-ft` as is. (2) INC resizes with scipy/PIL bilinear on
-uint8 and scales x/127.5-1; torch-fidelity resizes with TF1 bilinear and scales (x-128)/128:
-a small input difference that a faithful extractor would also replicate. We ship no converter:
-the input checkpoint cannot be read or tested here without TensorFlow.
+The authors' TF checkpoint itself is the separate `cub-inc` / `oxford102-inc` ruler:
+`stackgan convert-inception` (metrics/convert_inception.py) ports it to the `inception-v3-slim`
+extractor (metrics/slim_inception.py); this stage's model is the stand-in when that is absent.
 """
 
 import math
@@ -206,7 +174,7 @@ def finetune_inception(dataset_cfg, clf_cfg, out_dir, device="auto", init_weight
     state dict of FeatureExtractorInceptionV3 with fc (K, 2048), EMA weights) and report.json."""
     cfg = recipe(clf_cfg)
     dataset = dataset_cfg["name"]
-    init_weights = Path(init_weights) if init_weights is not None else weights_lookup.locate_inception()
+    init_weights = Path(init_weights) if init_weights is not None else weights_lookup.locate("inception-2015-12-05")
     out_file = Path(out_dir) / weights_lookup.CLASSIFIER_FILES.get(f"{dataset}-ft", f"{dataset}-ft.pth")
     device = resolve_device(device)
     split = PreparedSplit(dataset_cfg["prepared_dir"], cfg["split"])

@@ -60,19 +60,26 @@ def list_image_files(folder) -> list[Path]:
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
+# Modes scipy.misc.imread (the authors' reader) returns as a 2-d uint8 array.
+SINGLE_CHANNEL_MODES = ("L", "1")
+
+
 class FolderImages(Dataset):
     """Images of a folder in sorted file-name order (PIL decode, RGB). Every file's header is read
-    up front (a non-image is named before any scoring); a broken image is named when decoded."""
+    up front (a non-image is named before any scoring); a broken image is named when decoded.
+    `single_channel[i]`: file i is greyscale (a ruler may treat it apart, see ScoredView)."""
 
     def __init__(self, folder):
         self.files = list_image_files(folder)
-        self.sizes = [self._header_size(f) for f in self.files]
+        headers = [self._header(f) for f in self.files]
+        self.sizes = [size for size, _ in headers]
+        self.single_channel = [mode in SINGLE_CHANNEL_MODES for _, mode in headers]
 
     @staticmethod
-    def _header_size(path):
+    def _header(path):
         try:
             with Image.open(path) as im:
-                return im.size
+                return im.size, im.mode
         except _DECODE_ERRORS as err:
             raise UserError(f"{path} is not a readable image ({str(err)[:160]}); "
                             "remove it from the folder or replace it") from None
@@ -114,10 +121,11 @@ class TensorImages(Dataset):
 
 
 class ScoredView(Dataset):
-    """The first `count` items of a dataset, each resized to `size` (None = as is)."""
+    """The first `count` items of a dataset, each resized to `size` (None = as is), then put
+    through `preprocessing(x, single_channel)` (a ruler's, rulers.Preprocessing; None = none)."""
 
-    def __init__(self, base: Dataset, count=None, size=None):
-        self.base, self.size = base, size
+    def __init__(self, base: Dataset, count=None, size=None, preprocessing=None):
+        self.base, self.size, self.preprocessing = base, size, preprocessing
         self.count = len(base) if count is None else min(count, len(base))
 
     def __len__(self):
@@ -129,7 +137,12 @@ class ScoredView(Dataset):
         x = self.base[i]
         if not (isinstance(x, torch.Tensor) and x.dtype == torch.uint8 and x.dim() == 3 and x.shape[0] == 3):
             raise UserError("image datasets must return uint8 (3,H,W) tensors; convert the images first")
-        return x if self.size is None else resize_uint8(x, self.size)
+        if self.size is not None:
+            x = resize_uint8(x, self.size)
+        if self.preprocessing is None:
+            return x
+        single = isinstance(self.base, FolderImages) and self.base.single_channel[i]
+        return self.preprocessing(x, single)
 
 
 def as_dataset(source) -> Dataset:

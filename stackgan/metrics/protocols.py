@@ -4,8 +4,10 @@ A protocol's name is a metric key (stackgan/metric_names.py: `<metric><count>[<r
 a resize side only after a `k` count; `is30k64_cub-ft` = 30k samples, both sides resized to
 64x64 first: the papers' IS*/FID*). What each part means here:
 - metric: `is` or `fid`; count: the number of samples, at least 1; resize: at least 8.
-- IS suffix: the scoring model (`cub-ft`, `oxford102-ft`, `imagenet`, `synthetic-clf`).
-- FID suffix: `[<model>_]<split>`: the prepared split that is the real set (`fid30k_test` uses
+- IS suffix: the ruler, the scoring model (stackgan/metrics/rulers.py: `cub-inc`, `cub-ft`,
+  `imagenet`, `synthetic-clf`, ...); the authors' rule (`cub-inc`, `oxford102-inc`) scores whole
+  batches of 64, so its count is at least 64.
+- FID suffix: `[<ruler>_]<split>`: the prepared split that is the real set (`fid30k_test` uses
   the ImageNet Inception's 2048-d pool features); `fid2k_synthetic-clf` means split `test`.
 - `capacc_synthetic`: caption-attribute accuracy of the synthetic classifier (no count).
 - `msssim<count>_<scope>`: mean MS-SSIM of `count` random image pairs within each class
@@ -16,37 +18,11 @@ from dataclasses import asdict, dataclass
 
 from stackgan import metric_names
 from stackgan.errors import UserError
+from stackgan.metrics import authors_is
+from stackgan.metrics.rulers import RULERS, ruler_of
 
 IS_SPLITS = 10
 REFERENCE_SPLITS = ("test", "train")
-
-
-@dataclass(frozen=True)
-class ScoringModel:
-    extractor: str  # torch-fidelity registered name
-    isc_layer: str
-    fid_layer: str
-    weights: str  # where the weights come from, in words (see weights.py)
-
-
-# IS on the TF Inception reads the bias-free logits exactly as improved-gan's
-# `matmul(pool3, w)` does; the fine-tuned Inception's IS in the StackGAN code is a softmax over
-# the full logits (with bias), so that model uses "logits".
-MODELS = {
-    "imagenet": ScoringModel(
-        "inception-v3-compat", "logits_unbiased", "2048",
-        "torch hub checkpoints/weights-inception-2015-12-05-6726825d.pth (TF inception-2015-12-05)",
-    ),
-    "cub-ft": ScoringModel(
-        "inception-v3-ft", "logits", "2048", "classifier stage: <classifier_dir>/cub-ft.pth (50 test classes)"
-    ),
-    "oxford102-ft": ScoringModel(
-        "inception-v3-ft", "logits", "2048", "classifier stage: <classifier_dir>/oxford102-ft.pth (20 test classes)"
-    ),
-    "synthetic-clf": ScoringModel(
-        "synthetic-clf", "logits_unbiased", "feat", "classifier stage: <classifier_dir>/synthetic-clf.pt"
-    ),
-}
 
 
 @dataclass(frozen=True)
@@ -58,7 +34,7 @@ class Protocol:
     resize: int | None  # None, or side of the square both sides are resized to first
     extractor: str
     feature_layer: str
-    model: str | None  # key into MODELS (weights come from weights.locate(model)); None = no weights
+    model: str | None  # the ruler: a key of rulers.RULERS; None = no ruler (no weights)
     reference: str | None  # FID: the prepared split that is the real set
     pairs: int | None = None  # MS-SSIM: random pairs per group
     pair_scope: str | None = None  # MS-SSIM: "class" (pairs within each class) or "all"
@@ -67,6 +43,9 @@ class Protocol:
         details = asdict(self)
         if self.metric != "msssim":  # the pair fields mean nothing to the other metrics
             del details["pairs"], details["pair_scope"]
+        ruler = ruler_of(self)
+        details["ruler"] = ruler.label if ruler is not None else None
+        details["preprocessing"] = ruler.preprocessing.words if ruler is not None else None
         return details
 
 
@@ -88,27 +67,36 @@ def _parse(name: str) -> Protocol:
     if key.count < 1 or (key.resize is not None and key.resize < 8):
         raise UserError(f"metric protocol {name!r}: sample count must be >= 1 and resize >= 8")
     if key.family == "is":
-        if key.suffix not in MODELS:
-            raise UserError(f"metric protocol {name!r}: unknown IS model {key.suffix!r}; known: {sorted(MODELS)}")
-        model = MODELS[key.suffix]
-        return Protocol(name, "is", key.count, IS_SPLITS, key.resize, model.extractor, model.isc_layer, key.suffix,
-                        None)
-    model_key, reference = _fid_suffix(name, key.suffix)
-    model = MODELS[model_key]
-    return Protocol(name, "fid", key.count, None, key.resize, model.extractor, model.fid_layer, model_key, reference)
+        return _is_protocol(name, key)
+    ruler_key, reference = _fid_suffix(name, key.suffix)
+    ruler = RULERS[ruler_key]
+    return Protocol(name, "fid", key.count, None, key.resize, ruler.extractor, ruler.fid_layer, ruler_key, reference)
+
+
+def _is_protocol(name, key):
+    ruler = RULERS.get(key.suffix)
+    if ruler is None:
+        raise UserError(f"metric protocol {name!r}: unknown IS ruler {key.suffix!r}; known: {sorted(RULERS)}")
+    if ruler.is_rule is None:
+        raise UserError(f"metric protocol {name!r}: the {key.suffix} ruler scores FID only; "
+                        f"use e.g. fid{name.removeprefix('is').split('_')[0]}_{key.suffix}_test")
+    if ruler.is_rule == "authors" and key.count < authors_is.BATCH_SIZE:
+        raise UserError(f"metric protocol {name!r}: the authors' IS scores whole batches of {authors_is.BATCH_SIZE} "
+                        f"images; use a count of at least {authors_is.BATCH_SIZE}, e.g. is30k_{key.suffix}")
+    return Protocol(name, "is", key.count, IS_SPLITS, key.resize, ruler.extractor, ruler.is_layer, key.suffix, None)
 
 
 def _fid_suffix(name, suffix):
-    if suffix in MODELS:
+    if suffix in RULERS:
         return suffix, "test"
     head, _, split = suffix.rpartition("_")
-    model_key = head or "imagenet"
-    if model_key not in MODELS or split not in REFERENCE_SPLITS:
+    ruler_key = head or "imagenet"
+    if ruler_key not in RULERS or split not in REFERENCE_SPLITS:
         raise UserError(
-            f"metric protocol {name!r}: FID suffix must be [<model>_]<split> with model in {sorted(MODELS)} "
+            f"metric protocol {name!r}: FID suffix must be [<ruler>_]<split> with ruler in {sorted(RULERS)} "
             f"and split in {list(REFERENCE_SPLITS)}"
         )
-    return model_key, split
+    return ruler_key, split
 
 
 # The papers' protocols (StackGAN Tables 2-5, SGAN CIFAR-10 table); any other well-formed name
@@ -123,6 +111,11 @@ PAPER_PROTOCOLS = (
     "is30k_imagenet",
     "is50k_imagenet",
     "msssim100_class",
+    # the authors' ruler (StackGAN Tables 2, 4, 5) and later papers' FID rulers
+    "is30k_cub-inc",
+    "is30k_oxford102-inc",
+    "fid30k_ptfid-legacy_test",
+    "fid30k_cleanfid_test",
 )
 PROTOCOLS = {name: _parse(name) for name in PAPER_PROTOCOLS}
 

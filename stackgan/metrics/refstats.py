@@ -25,8 +25,8 @@ from stackgan.metrics.compute import (
     reference_cache_name,
     reference_stats_file,
     resolve_weights,
+    scored_view,
 )
-from stackgan.metrics.images import ScoredView
 from stackgan.metrics.protocols import get_protocol
 
 INDEX_FILE = "index.json"
@@ -49,7 +49,7 @@ def compute_refstats(dataset_cfg, protocol_names, out_dir, view, resolution, dev
         weights_sha = sha256_file(weights_path) if weights_path is not None else None
         ref_ds, key = reference.reference_set(dataset_cfg["prepared_dir"], protocol.reference, view, resolution)
         size = protocol.resize or (resolution, resolution)  # compute() sizes the reference like this
-        ref_view = ScoredView(ref_ds, None, size)
+        ref_view = scored_view(protocol, ref_ds, None, size)
         if len(ref_view) < 2:
             raise UserError(f"{dataset_cfg['prepared_dir']}/{protocol.reference} has {len(ref_view)} images; "
                             f"FID statistics need at least 2")

@@ -1,11 +1,16 @@
 """Where each scoring network's weights live, found offline; a missing file is a UserError that
-says which file to put where.
+says which command writes it, or which file to put where.
 
-Two kinds of weights:
-- `inception-v3-compat` (the TF-exact ImageNet Inception of improved-gan, ported by
-  torch-fidelity): torch-fidelity downloads it with torch.hub into `<torch hub dir>/checkpoints/`
-  under the file name of its release URL; we look there and never download.
-- our own classifiers (fine-tuned Inception for CUB / Oxford-102, the synthetic classifier),
+Weights keys (a ruler's `model`, see stackgan/metrics/rulers.py):
+- `inception-2015-12-05` (the TF-exact ImageNet Inception of improved-gan, ported by
+  torch-fidelity) and `torchvision-inception-v3` (torchvision's ImageNet Inception-v3):
+  `stackgan fetch <key>` writes them to `data/weights/<key>/`; torch.hub's cache
+  (`<torch hub dir>/checkpoints/`, where torch-fidelity and torchvision put them) is looked in
+  next. Their file names end in the first 8 hex digits of their sha256, which is checked.
+- `cub-inc`, `oxford102-inc`: the authors' fine-tuned birds / flowers Inception (TF checkpoints
+  that `stackgan fetch stackgan-inception` unpacks into `data/weights/stackgan-inception/`),
+  converted by `stackgan convert-inception` into `data/weights/<key>.pth`.
+- our own classifiers (`cub-ft`, `oxford102-ft`: fine-tuned Inception; `synthetic-clf`),
   written by the `classifier` stage into a classifier folder (default `data/classifiers`).
 
 File format of a fine-tuned Inception (`<dataset>-ft.pth`): a plain state dict of
@@ -21,77 +26,124 @@ from pathlib import Path
 import torch
 import torch.hub
 
+from stackgan import sources
 from stackgan.errors import UserError
 from stackgan.hashing import sha256_file
 from stackgan.untrusted import load_torch
 
+# Relative to the repository root, where the stages run.
+DEFAULT_WEIGHTS_DIR = Path(sources.WEIGHTS_DIR)
 DEFAULT_CLASSIFIER_DIR = Path("data/classifiers")
 
-# Read from torch_fidelity/feature_extractor_inceptionv3.py (v0.4.0): URL_INCEPTION_V3.
-INCEPTION_URL = (
-    "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
-)
-INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
-# torch.hub's convention: the 8 hex digits before ".pth" start the file's sha256.
-INCEPTION_SHA256_PREFIX = "6726825d"
+# Fetched weights that torch.hub may have cached as well: key -> its sources.WEIGHTS entry.
+FETCHED = {key: sources.WEIGHTS[key][0] for key in ("inception-2015-12-05", "torchvision-inception-v3")}
+INCEPTION_FILE = FETCHED["inception-2015-12-05"].name
+INCEPTION_URL = FETCHED["inception-2015-12-05"].url
+
+AUTHORS_ZIP = "stackgan-inception"
+# key -> (converted file in DEFAULT_WEIGHTS_DIR, word in the path of the authors' checkpoint)
+CONVERTED = {"cub-inc": ("cub-inc.pth", "birds"), "oxford102-inc": ("oxford102-inc.pth", "flowers")}
+# The authors' default --checkpoint_dir (inception_score.py) for birds; flowers_valid299 is a guess.
+AUTHORS_CHECKPOINT = "inception_finetuned_models/{animal}_valid299/model.ckpt-5000"
 
 CLASSIFIER_FILES = {
     "cub-ft": "cub-ft.pth",
     "oxford102-ft": "oxford102-ft.pth",
     "synthetic-clf": "synthetic-clf.pt",
 }
+KEYS = (*FETCHED, *CONVERTED, *CLASSIFIER_FILES)
 
-def inception_dir() -> Path:
+
+class MissingWeights(UserError):
+    """A scoring network's weights file is not where it belongs (as opposed to present but bad)."""
+
+
+def hub_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def locate_inception(verify=True) -> Path:
-    """Path of the TF-exact Inception weights in the torch hub cache (never downloads)."""
-    path = inception_dir() / INCEPTION_FILE
-    if not path.is_file():
-        raise UserError(
-            f"missing Inception weights {INCEPTION_FILE} in {inception_dir()}; "
-            f"download {INCEPTION_URL} into that folder (or set TORCH_HOME to a folder whose "
-            f"hub/checkpoints holds it)"
-        )
-    if verify and not sha256_file(path).startswith(INCEPTION_SHA256_PREFIX):
-        raise UserError(
-            f"{path} does not match its sha256 prefix {INCEPTION_SHA256_PREFIX} (corrupt or partial "
-            f"download); delete it and download {INCEPTION_URL} again"
-        )
+def locate(weights_key, classifier_dir=None) -> Path:
+    """Weights file of a scoring network by its key (never downloads)."""
+    if weights_key in FETCHED:
+        return _locate_fetched(weights_key)
+    if weights_key in CONVERTED:
+        return _locate_converted(weights_key)
+    if weights_key in CLASSIFIER_FILES:
+        return _locate_classifier(weights_key, classifier_dir)
+    raise UserError(f"no scoring weights are named {weights_key!r}; known: {', '.join(KEYS)}")
+
+
+def remedy(weights_key) -> str:
+    """What to do about a bad weights file of a scoring network."""
+    if weights_key in FETCHED:
+        f = FETCHED[weights_key]
+        return f"delete it and run `stackgan fetch {weights_key}` (or download {f.url} by hand)"
+    if weights_key in CONVERTED:
+        return f"delete it and {_convert_steps(weights_key)}"
+    if weights_key in CLASSIFIER_FILES:
+        return (f"re-run the `classifier` stage for {weights_key.rsplit('-', 1)[0]} "
+                f"(it writes {CLASSIFIER_FILES[weights_key]})")
+    return "pass a weights file that holds a state dict of tensors"
+
+
+def _locate_fetched(key) -> Path:
+    f = FETCHED[key]
+    folder = DEFAULT_WEIGHTS_DIR / key
+    path = next((p for p in (folder / f.name, hub_dir() / f.name) if p.is_file()), None)
+    if path is None:
+        raise MissingWeights(f"missing {key} weights {f.name} in {folder} and in {hub_dir()}; run `stackgan fetch {key}`, "
+                        f"or offline download {f.url} into {folder} (or into {hub_dir()}, torch.hub's cache)")
+    if not sha256_file(path).startswith(f.sha256_prefix):
+        raise UserError(f"{path} does not match its sha256 prefix {f.sha256_prefix} (corrupt or partial "
+                        f"download); {remedy(key)}")
     return path
 
 
-def locate_classifier(model_key, classifier_dir=None) -> Path:
+def _locate_converted(key) -> Path:
+    path = DEFAULT_WEIGHTS_DIR / CONVERTED[key][0]
+    if not path.is_file():
+        raise MissingWeights(f"missing {path} (the authors' fine-tuned Inception, converted); {_convert_steps(key)}")
+    return path
+
+
+def _convert_steps(key) -> str:
+    name, animal = CONVERTED[key]
+    checkpoint = _authors_checkpoint(animal)
+    if checkpoint is None:
+        example = AUTHORS_CHECKPOINT.format(animal=animal)
+        return (f"run `stackgan fetch {AUTHORS_ZIP}`, then `stackgan convert-inception "
+                f"{DEFAULT_WEIGHTS_DIR / AUTHORS_ZIP}/<{animal} checkpoint, e.g. {example}> "
+                f"--out {DEFAULT_WEIGHTS_DIR / name}`")
+    return f"run `stackgan convert-inception {checkpoint} --out {DEFAULT_WEIGHTS_DIR / name}`"
+
+
+def _authors_checkpoint(animal) -> Path | None:
+    """The TF checkpoint (as TF names it: its path without .index/.meta/.data-*) whose path in
+    the unpacked authors' zip mentions `animal`; None before the zip is fetched."""
+    folder = DEFAULT_WEIGHTS_DIR / AUTHORS_ZIP
+    if not folder.is_dir():
+        return None
+    for path in sorted(folder.rglob("*")):
+        if animal not in path.relative_to(folder).as_posix() or not path.is_file():
+            continue
+        if path.suffix == ".index":  # TF >= 0.12 checkpoints: <prefix>.index + <prefix>.data-*
+            return path.with_suffix("")
+        if ".ckpt" in path.name and not path.name.endswith(".meta") and ".data-" not in path.name:
+            return path  # the older single-file checkpoint (beside its .meta)
+    return None
+
+
+def _locate_classifier(model_key, classifier_dir=None) -> Path:
     """Path of one of our own classifiers (`cub-ft`, `oxford102-ft`, `synthetic-clf`)."""
-    if model_key not in CLASSIFIER_FILES:
-        raise UserError(f"no classifier is named {model_key!r}; known: {sorted(CLASSIFIER_FILES)}")
     folder = Path(classifier_dir) if classifier_dir is not None else DEFAULT_CLASSIFIER_DIR
     path = folder / CLASSIFIER_FILES[model_key]
     if not path.is_file():
         dataset = model_key.rsplit("-", 1)[0]
-        raise UserError(
+        raise MissingWeights(
             f"missing classifier weights {CLASSIFIER_FILES[model_key]} in {folder}; run the "
             f"`classifier` stage for {dataset} (it writes that file) or copy the file there"
         )
     return path
-
-
-def locate(model_key, classifier_dir=None) -> Path:
-    """Weights of a scoring model by its protocol key: `imagenet` or a classifier name."""
-    if model_key == "imagenet":
-        return locate_inception()
-    return locate_classifier(model_key, classifier_dir)
-
-
-def remedy(model_key) -> str:
-    """What to do about a bad weights file of a scoring model (a protocol's `model`)."""
-    if model_key == "imagenet":
-        return f"replace it with {INCEPTION_URL}"
-    if model_key in CLASSIFIER_FILES:
-        return (f"re-run the `classifier` stage for {model_key.rsplit('-', 1)[0]} "
-                f"(it writes {CLASSIFIER_FILES[model_key]})")
-    return "pass a weights file that holds a state dict of tensors"
 
 
 def load_weights(path, remedy_text) -> dict:
