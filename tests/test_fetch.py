@@ -245,18 +245,24 @@ def test_google_drive_without_gdown_says_what_to_do(tmp_path, monkeypatch):
     assert "https://drive.google.com/uc?id=0B3y_msrWZaXLT1BZdVdycDY5TEE" in msg and str(raw / "birds.zip") in msg
 
 
-def test_google_drive_download_through_gdown_is_verified_and_unpacked(tmp_path, monkeypatch):
-    # A stand-in for the gdown client (not installed here): it writes the file to `output` as gdown does.
-    metadata = _zip({"flowers/train/filenames.pickle": b"keys"})
+def fake_gdown(monkeypatch, body) -> list:
+    """A stand-in for the gdown client (not installed here): writes `body` to `output` as gdown
+    does; returns the list of URLs it was asked for."""
     calls = []
 
     def download(url, output, quiet, resume):
         calls.append(url)
-        Path(output).write_bytes(metadata)
+        Path(output).write_bytes(body)
         return output
 
     monkeypatch.setitem(sys.modules, "gdown", type(sys)("gdown"))
     monkeypatch.setattr(sys.modules["gdown"], "download", download, raising=False)
+    return calls
+
+
+def test_google_drive_download_through_gdown_is_verified_and_unpacked(tmp_path, monkeypatch):
+    metadata = _zip({"flowers/train/filenames.pickle": b"keys"})
+    calls = fake_gdown(monkeypatch, metadata)
     raw = tmp_path / "raw" / "oxford102"
     f = RemoteFile("flowers.zip", drive_id="ID123", unpack="zip", strip="flowers")  # keyed files: test_fetch_weights
     F.fetch_files("oxford102", [f], raw)

@@ -16,7 +16,7 @@ from stackgan import fetch as F
 from stackgan.errors import UserError
 from stackgan.metrics import weights
 import test_fetch
-from test_fetch import _zip, sha256
+from test_fetch import _zip, fake_gdown, sha256
 from test_fetch_hostile import DRIVE_PAGE
 
 server = test_fetch.server  # the local HTTP server fixture
@@ -158,19 +158,6 @@ def test_unknown_name_suggests_datasets_and_weights(name, hint):
     assert str(err.value) == f"unknown dataset or weights '{name}'; {hint}"
 
 
-def _fake_gdown(monkeypatch, body):
-    calls = []
-
-    def download(url, output, quiet, resume):
-        calls.append(url)
-        Path(output).write_bytes(body)
-        return output
-
-    monkeypatch.setitem(sys.modules, "gdown", type(sys)("gdown"))
-    monkeypatch.setattr(sys.modules["gdown"], "download", download, raising=False)
-    return calls
-
-
 def _fake_drive_endpoint(monkeypatch, body):
     """Drive's direct endpoint, which this machine cannot reach: records each URL asked for."""
     calls = []
@@ -189,7 +176,7 @@ def test_authors_zip_is_unpacked_and_named_in_the_convert_command(home, monkeypa
                  "model.ckpt-5000.index": b"i", "inception_finetuned_models/flowers_valid299/model.ckpt-5000."
                  "data-00000-of-00001": b"d" * 5000})
     monkeypatch.setitem(sources.WEIGHTS, ZIP_KEY, [dataclasses.replace(sources.WEIGHTS[ZIP_KEY][0], min_size=1000)])
-    gdown_calls = _fake_gdown(monkeypatch, b"")
+    gdown_calls = fake_gdown(monkeypatch, b"")
     calls = _fake_drive_endpoint(monkeypatch, body)
     _fetch(ZIP_KEY)
     # gdown would drop the resourcekey: the keyed file goes to Drive's direct endpoint with it

@@ -15,9 +15,9 @@ from inception_fixture import write_random_inception
 from stackgan.data import cub, synthetic
 from stackgan.errors import UserError
 from stackgan.hashing import sha256_file
-from stackgan.metrics.compute import compute
+from stackgan.metrics.compute import compute, reference_cache_name, reference_stats_file, scored_view
 from stackgan.metrics.images import ScoredView, TensorImages
-from stackgan.metrics.protocols import Protocol
+from stackgan.metrics.protocols import Protocol, get_protocol
 from stackgan.metrics.reference import reference_set
 from stackgan.metrics.refstats import compute_refstats
 
@@ -114,3 +114,18 @@ def test_missing_statistics_are_a_user_error(dataset, weights, stored):
     with pytest.raises(UserError, match="run `stackgan refstats`"):
         compute([FID], samples(), reference=Untouchable(len(ref_ds)), reference_key=key,
                 reference_stats_dir=out, weights={"imagenet": weights[1]}, device="cpu")
+
+
+def test_a_ruler_that_preprocesses_in_the_view_is_stored_where_evaluate_looks(dataset, weights, tmp_path):
+    # clean-fid's resize happens in the scored view, before the network: refstats must apply it
+    # and name the file by it, or evaluate (compute with reference_stats_dir) would not find it.
+    protocol = get_protocol(f"fid{N}_cleanfid_test")
+    entries = compute_refstats(dataset, [protocol], tmp_path, VIEW, RES, device="cpu", weights=weights[0])
+    ref_ds, key = reference_set(dataset["prepared_dir"], "test", VIEW, RES)
+    view = scored_view(protocol, ref_ds, None, (RES, RES))  # the size evaluate and refstats give it
+    assert view.preprocessing is not None and view[0].dtype == torch.float32  # clean-fid: not quantised
+    wanted = reference_stats_file(reference_cache_name(protocol, view, key, sha256_file(weights[0])), protocol)
+    assert entries[protocol.name]["file"] == wanted and (tmp_path / wanted).is_file()
+    plain = reference_cache_name(get_protocol(f"fid{N}_test"), ScoredView(ref_ds, None, (RES, RES)), key,
+                                 sha256_file(weights[0]))
+    assert not wanted.startswith(plain)  # the preprocessing is part of the name

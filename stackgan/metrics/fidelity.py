@@ -11,8 +11,10 @@ torch-fidelity's: its batching loop, its IS and FID formulas, called as calculat
 import zipfile
 
 import numpy as np
+import torch
 from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
 from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, KEY_METRIC_ISC_STD, isc_features_to_metric
+from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
@@ -23,6 +25,34 @@ from stackgan.metrics import weights as weights_lookup
 # torch-fidelity's default seed for the shuffle before IS splits; recorded with each IS.
 ISC_SHUFFLE_SEED = 2020
 STATS_KEYS = ("mu", "sigma")
+
+
+class Extractor(FeatureExtractorBase):
+    """torch-fidelity's extractor interface for our networks, from class attributes: FEATURES
+    (what forward can return), METRIC_FEATURES ({metric: the feature it reads by default}) and
+    INPUT (dtype, side) of the batches forward takes. None of them may be torch.compile'd: their
+    inputs are checked in Python."""
+
+    FEATURES: tuple = ()
+    METRIC_FEATURES: dict = {}
+    INPUT: tuple = (torch.uint8, 299)
+
+    @classmethod
+    def get_provided_features_list(cls):
+        return cls.FEATURES
+
+    @classmethod
+    def get_default_feature_layer_for_metric(cls, metric):
+        return cls.METRIC_FEATURES[metric]
+
+    @staticmethod
+    def can_be_compiled():
+        return False
+
+    @classmethod
+    def get_dummy_input_for_compile(cls):
+        dtype, side = cls.INPUT
+        return torch.zeros(1, 3, side, side, dtype=dtype)
 
 
 def extractor(name, layer, weights_path, remedy, cuda, verbose=False):

@@ -31,12 +31,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch_fidelity import register_feature_extractor
-from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torchvision.models import inception_v3
 
 from stackgan.errors import UserError
+from stackgan.metrics.fidelity import Extractor
 from stackgan.metrics import weights as weights_lookup
 
 TORCHVISION_EXTRACTOR = "inception-v3-torchvision"
@@ -67,8 +67,12 @@ def _read_weights(extractor, path, weights_key):
     return weights_lookup.load_weights(path, remedy), remedy
 
 
-class TorchvisionInceptionV3(FeatureExtractorBase):
+class TorchvisionInceptionV3(Extractor):
     """pytorch-fid's 2018 InceptionV3 (see the module docstring); input uint8 (N, 3, H, W)."""
+
+    FEATURES = ("2048", "logits_unbiased", "logits")
+    METRIC_FEATURES = {"isc": "logits_unbiased", "fid": "2048", "kid": "2048", "prc": "2048"}
+    INPUT = (torch.uint8, SIZE)
 
     def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
         super().__init__(name, features_list)
@@ -102,22 +106,6 @@ class TorchvisionInceptionV3(FeatureExtractorBase):
             out["logits"] = self.net.fc(pool)
         return tuple(out[f].float() for f in self.features_list)
 
-    @staticmethod
-    def get_provided_features_list():
-        return "2048", "logits_unbiased", "logits"
-
-    @staticmethod
-    def get_default_feature_layer_for_metric(metric):
-        return {"isc": "logits_unbiased", "fid": "2048", "kid": "2048", "prc": "2048"}[metric]
-
-    @staticmethod
-    def can_be_compiled():
-        return False
-
-    @staticmethod
-    def get_dummy_input_for_compile():
-        return torch.zeros(1, 3, SIZE, SIZE, dtype=torch.uint8)
-
 
 def clean_resize(img: torch.Tensor) -> torch.Tensor:
     """clean-fid's "clean" resize of one uint8 (3, H, W) image: float32 (3, 299, 299) in [0, 255]."""
@@ -131,8 +119,12 @@ def clean_resize(img: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.stack(resized).astype(np.float32))
 
 
-class CompatFloatInceptionV3(FeatureExtractorInceptionV3):
+class CompatFloatInceptionV3(Extractor, FeatureExtractorInceptionV3):
     """torch-fidelity's TF 2015 Inception fed clean_resize's float32 (N, 3, 299, 299) images."""
+
+    FEATURES = ("2048",)
+    METRIC_FEATURES = {"fid": "2048", "kid": "2048", "prc": "2048"}
+    INPUT = (torch.float32, SIZE)
 
     def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
         path = feature_extractor_weights_path
@@ -156,22 +148,6 @@ class CompatFloatInceptionV3(FeatureExtractorInceptionV3):
         for block in _COMPAT_TRUNK:
             x = getattr(self, block)(x)
         return (torch.flatten(x, 1).to(torch.float32),)
-
-    @staticmethod
-    def get_provided_features_list():
-        return ("2048",)
-
-    @staticmethod
-    def get_default_feature_layer_for_metric(metric):
-        return {"fid": "2048", "kid": "2048", "prc": "2048"}[metric]
-
-    @staticmethod
-    def can_be_compiled():
-        return False
-
-    @staticmethod
-    def get_dummy_input_for_compile():
-        return torch.zeros(1, 3, SIZE, SIZE)
 
 
 for _name, _cls in ((TORCHVISION_EXTRACTOR, TorchvisionInceptionV3), (COMPAT_FLOAT_EXTRACTOR, CompatFloatInceptionV3)):

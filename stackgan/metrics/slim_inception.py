@@ -37,10 +37,11 @@ dropped, which is what the authors softmax; "logits_full" (N, K+1).
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch_fidelity import FeatureExtractorBase, register_feature_extractor
+from torch_fidelity import register_feature_extractor
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
 from stackgan.errors import UserError
+from stackgan.metrics.fidelity import Extractor
 from stackgan.metrics.weights import load_weights
 
 EXTRACTOR_NAME = "inception-v3-slim"
@@ -273,28 +274,16 @@ def load_net(path) -> SlimInceptionNet:
     return net.requires_grad_(False).eval()
 
 
-class SlimInceptionV3(FeatureExtractorBase):
+class SlimInceptionV3(Extractor):
+    FEATURES = ("2048", "logits", "logits_full")
+    METRIC_FEATURES = {"isc": "logits", "fid": "2048", "kid": "2048", "prc": "2048"}
+    INPUT = (torch.uint8, INPUT_SIZE)
+
     def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
         super().__init__(name, features_list)
         if feature_extractor_weights_path is None:
             raise UserError(f"the {EXTRACTOR_NAME} extractor needs its weights file; {REMEDY}")
         self.net = load_net(feature_extractor_weights_path)
-
-    @staticmethod
-    def get_provided_features_list():
-        return "2048", "logits", "logits_full"
-
-    @staticmethod
-    def get_default_feature_layer_for_metric(metric):
-        return {"isc": "logits", "fid": "2048", "kid": "2048", "prc": "2048"}[metric]
-
-    @staticmethod
-    def can_be_compiled():
-        return False
-
-    @staticmethod
-    def get_dummy_input_for_compile():
-        return torch.zeros(1, 3, INPUT_SIZE, INPUT_SIZE, dtype=torch.uint8)
 
     def forward(self, x):
         if not (torch.is_tensor(x) and x.dtype == torch.uint8 and x.dim() == 4

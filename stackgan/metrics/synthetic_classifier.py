@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch_fidelity import FeatureExtractorBase, register_feature_extractor
+from torch_fidelity import register_feature_extractor
 from torch_fidelity.helpers import vassert
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
@@ -21,6 +21,7 @@ from stackgan import seeding
 from stackgan.atomic import torch_save, write_json
 from stackgan.data.prepared import PreparedSplit
 from stackgan.errors import UserError
+from stackgan.metrics.fidelity import Extractor
 from stackgan.hashing import sha256_file
 from stackgan.metrics.images import resize_uint8, to_uint8_nchw
 from stackgan.metrics.reference import centre_square
@@ -154,27 +155,15 @@ def load_classifier(path) -> SyntheticClassifier:
     return model.eval()
 
 
-class SyntheticClassifierExtractor(FeatureExtractorBase):
+class SyntheticClassifierExtractor(Extractor):
+    FEATURES = ("feat", "logits_unbiased", "attr_logits")
+    METRIC_FEATURES = {"isc": "logits_unbiased", "fid": "feat", "kid": "feat", "prc": "feat"}
+    INPUT = (torch.uint8, INPUT_SIZE)
+
     def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
         super().__init__(name, features_list)
         self.net = load_classifier(feature_extractor_weights_path)
         self.requires_grad_(False)
-
-    @staticmethod
-    def get_provided_features_list():
-        return "feat", "logits_unbiased", "attr_logits"
-
-    @staticmethod
-    def get_default_feature_layer_for_metric(metric):
-        return {"isc": "logits_unbiased", "fid": "feat", "kid": "feat", "prc": "feat"}[metric]
-
-    @staticmethod
-    def can_be_compiled():
-        return False
-
-    @staticmethod
-    def get_dummy_input_for_compile():
-        return torch.zeros(1, 3, INPUT_SIZE, INPUT_SIZE, dtype=torch.uint8)
 
     def forward(self, x):
         vassert(torch.is_tensor(x) and x.dtype == torch.uint8, "Expecting image as torch.Tensor with dtype=torch.uint8")
