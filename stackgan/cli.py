@@ -17,14 +17,42 @@ def _params(args):
 def cmd_describe(args):
     from stackgan.methods import parameter_counts
 
-    cfg = C.experiment_config(_params(args), args.experiment, args.profile)
+    if (args.experiment is None) == (args.table is None):
+        raise UserError("describe takes an experiment or --table N, exactly one of them; "
+                        "e.g. `stackgan describe cub-v2 --cost` or `stackgan describe --table 5 --cost`")
+    cost = args.cost or args.table is not None
+    if not cost and (args.bench or args.gpus != 1):
+        raise UserError("--bench and --gpus give GPU-hours, which --cost prints; add --cost")
+    params = _params(args)
+    bench = None
+    if cost and args.bench:
+        from stackgan.cost import load_bench
+
+        bench = load_bench(args.bench)
+    if args.table is not None:
+        from stackgan.cost import describe_table, table_cost
+
+        tc = table_cost(params, args.table, args.profile, bench, args.gpus)
+        print(json.dumps(tc, indent=2) if args.json else "\n".join(describe_table(tc)))
+        return
+    cfg = C.experiment_config(params, args.experiment, args.profile)
     counts = parameter_counts(cfg)
+    run = None
+    if cost:
+        from stackgan.cost import run_cost
+
+        run = run_cost(cfg, params, bench, args.gpus)
     if args.json:
-        print(json.dumps({"config": cfg, "parameters": counts, "config_hash": C.config_hash(cfg)}, indent=2))
-    else:
-        print(f"{cfg['name']} ({cfg['family']}, dataset {cfg['data']['name']}, profile {cfg['profile']})")
-        for name, n in counts.items():
-            print(f"  {name:8s} {n:>13,d} parameters")
+        out = {"config": cfg, "parameters": counts, "config_hash": C.config_hash(cfg)}
+        print(json.dumps({**out, "cost": run} if run else out, indent=2))
+        return
+    print(f"{cfg['name']} ({cfg['family']}, dataset {cfg['data']['name']}, profile {cfg['profile']})")
+    for name, n in counts.items():
+        print(f"  {name:8s} {n:>13,d} parameters")
+    if run:
+        from stackgan.cost import describe_cost
+
+        print("\n".join(describe_cost(run)))
 
 
 def cmd_fetch(args):
@@ -269,9 +297,18 @@ def build_parser():
     p.add_argument("--profile", default=None, help=f"override params.yaml's profile ({', '.join(C.PROFILES)})")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    s = sub.add_parser("describe", help="print an experiment's resolved config and parameter counts")
-    s.add_argument("experiment")
+    s = sub.add_parser("describe", help="print an experiment's resolved config and parameter counts; with --cost, "
+                                        "what a run of it (or of a paper table's experiments) costs")
+    s.add_argument("experiment", nargs="?", help="an experiment of params.yaml (or give --table)")
     s.add_argument("--json", action="store_true")
+    s.add_argument("--cost", action="store_true",
+                   help="steps, images, FLOPs and GPU-hours of one run (stackgan/cost.py)")
+    s.add_argument("--table", help="instead of an experiment: every experiment of a paper table (2, 3, 4, 5, text, "
+                                   "sgan; Stage-II parents included), each costed and summed (implies --cost)")
+    s.add_argument("--bench", help="results/bench/<file>.json (bench/gpu_check.sh): GPU-hours from its measured "
+                                   "images/s instead of a lower bound at a GPU's peak")
+    s.add_argument("--gpus", type=positive_int, default=1,
+                   help="GPU-hours divided over N GPUs (assumes data-parallel scaling)")
     s.set_defaults(fn=cmd_describe)
 
     s = sub.add_parser("fetch", help="download (or, for `synthetic`, generate) a dataset's raw files, or a "

@@ -46,6 +46,10 @@ class TrainSettings:
     amp: bool  # GPU switches; off is the faithful fp32 run with per-rank BatchNorm statistics
     channels_last: bool
     sync_bn: bool
+    compile: bool  # speed switches (stackgan/speed.py); off/loop is the reference's eager fp32 path
+    compile_backend: str
+    adam: str
+    input_on_device: bool
 
 
 @dataclasses.dataclass(frozen=True)

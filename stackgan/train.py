@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from stackgan import checkpoint, code_graph, distributed, reproducibility, seeding
+from stackgan import checkpoint, code_graph, distributed, reproducibility, seeding, speed
 from stackgan.atomic import torch_save, write_bytes
 from stackgan.config import RunInputs, run_hash
 from stackgan.data.prepared import PreparedSplit, check_prepared
@@ -100,20 +100,10 @@ def to_device(batch, device, memory_format=torch.contiguous_format):
 
 
 def apply_gpu_switches(t, method, ctx):
-    """channels_last and SyncBatchNorm, off by default (fp32, per-rank BN: the faithful setting)."""
-    if t.sync_bn and ctx.world > 1:
-        if ctx.device.type != "cuda":
-            raise UserError("train.sync_bn needs CUDA (SyncBatchNorm has no CPU kernel); set it false on CPU")
-        for name, net in method.nets.items():
-            method.nets[name] = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
-    if t.channels_last:
-        for net in method.nets.values():
-            net.to(memory_format=torch.channels_last)
-
-
-def autocast(t, ctx):
-    """bf16 autocast when train.amp is set; BCE and KL are kept in fp32 (stackgan/losses/common.py)."""
-    return torch.autocast(device_type=ctx.device.type, dtype=torch.bfloat16, enabled=t.amp)
+    """SyncBatchNorm, channels_last and torch.compile, each off by default (stackgan/speed.py)."""
+    if t.sync_bn and ctx.world > 1 and ctx.device.type != "cuda":
+        raise UserError("train.sync_bn needs CUDA (SyncBatchNorm has no CPU kernel); set it false on CPU")
+    speed.apply(method.nets, t)
 
 
 def _live_logger(live_dir, ctx, start):
@@ -226,10 +216,9 @@ def _train(cfg, ctx, stop_after, verify):
     saved = start  # the step of this run's newest checkpoint on disk (0: none)
 
     sampler = StepBatches(len(dataset), t.batch_size, ctx.rank, ctx.world, t.seed, start, end)
+    # One pass over a sampler of every remaining step: the workers live for the whole run.
     loader = torch.utils.data.DataLoader(
-        EpochItems(dataset), batch_sampler=sampler, num_workers=t.workers,
-        pin_memory=ctx.device.type == "cuda", persistent_workers=False,
-    )
+        EpochItems(dataset), batch_sampler=sampler, num_workers=t.workers, pin_memory=ctx.device.type == "cuda")
     write_grid = method.progress_grid(prepared)
     fmt = torch.channels_last if t.channels_last else torch.contiguous_format
     losses = LossLog(c.name)
@@ -242,8 +231,9 @@ def _train(cfg, ctx, stop_after, verify):
             method.on_epoch(epoch)
             torch.manual_seed(seeding.step_torch_seed(t.seed, step, ctx.rank))
             noise = step_noise(method, t.batch_size, t.seed, step, ctx.rank, ctx.world, ctx.device)
-            with autocast(t, ctx):
-                logs = method.train_step(to_device(batch, ctx.device, fmt), noise, step)
+            batch = dataset.finish_on_device(to_device(batch, ctx.device, fmt), fmt)
+            with speed.autocast(ctx.device, t.amp):
+                logs = method.train_step(batch, noise, step)
             step += 1
             losses.add(step, logs)
             bar.update(1)

@@ -146,21 +146,36 @@ def test_two_process_gradient_average_equals_full_batch_gradient(tmp_path):
         assert torch.allclose(got, want, atol=1e-6)
 
 
+def torchrun(cwd, *launcher, wait=True):
+    cmd = [sys.executable, "-m", "torch.distributed.run", *launcher,
+           "-m", "stackgan.cli", "train", "synthetic-v2", "--stop-after", "3", "--device", "cpu"]
+    proc = subprocess.Popen(cmd, cwd=cwd, env=dict(os.environ, OMP_NUM_THREADS="1"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return proc if not wait else finished(proc)
+
+
+def finished(proc):
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    return out
+
+
+def checkpoint_state(run_dir):
+    return torch.load(run_dir / "runs/ci/synthetic-v2/checkpoint/state.pt", weights_only=True)
+
+
 @pytest.mark.subprocess
 def test_torchrun_two_processes_gloo_matches_single_process(workdir, tmp_path):
     """The same global batch on 2 gloo ranks (torchrun) and on 1 process: same data and noise,
     updates in the same direction. BatchNorm statistics are per rank (as with the reference's
-    DataParallel chunks), so the two runs are close, not identical."""
+    DataParallel chunks), so the two runs are close, not identical. The same 2 ranks as 2 nodes
+    of one process each, met through torchrun's c10d rendezvous as a multi-node job does, give
+    the 2-process run's bits."""
     single = fresh_copy(workdir, tmp_path, "single")
     stackgan(single, "train", "synthetic-v2", "--stop-after", "3")
     ddp = fresh_copy(workdir, tmp_path, "ddp")
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-           "-m", "stackgan.cli", "train", "synthetic-v2", "--stop-after", "3", "--device", "cpu"]
-    proc = subprocess.run(cmd, cwd=ddp, env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    s1 = torch.load(single / "runs/ci/synthetic-v2/checkpoint/state.pt", weights_only=False)
-    s2 = torch.load(ddp / "runs/ci/synthetic-v2/checkpoint/state.pt", weights_only=False)
+    torchrun(ddp, "--nproc_per_node", "2", "--master_port", "29533")
+    s1, s2 = checkpoint_state(single), checkpoint_state(ddp)
     assert s1["step"] == s2["step"] == 3
     # Same initial weights (seeded build); the updates of the two runs must point the same way.
     from stackgan.config import experiment_config, load_params
@@ -177,6 +192,19 @@ def test_torchrun_two_processes_gloo_matches_single_process(workdir, tmp_path):
         cosine = torch.nn.functional.cosine_similarity(d1, d2, dim=0).item()
         print(net, "cosine of the 3-step updates, 2 ranks vs 1 process:", cosine)
         assert d1.abs().max() > 0 and cosine > COSINE_MIN[net], (net, cosine)
+
+    nodes = [fresh_copy(workdir, tmp_path, f"node{i}") for i in range(2)]
+    rendezvous = ["--nnodes", "2", "--nproc_per_node", "1", "--rdzv-backend", "c10d",
+                  "--rdzv-endpoint", "127.0.0.1:29534", "--rdzv-id", "two-nodes"]
+    for proc in [torchrun(node, *rendezvous, wait=False) for node in nodes]:
+        finished(proc)
+    # The rendezvous ranks the nodes in arrival order; only rank 0 writes the checkpoint.
+    written = [node for node in nodes if (node / "runs/ci/synthetic-v2/checkpoint/state.pt").exists()]
+    assert len(written) == 1
+    s3 = checkpoint_state(written[0])
+    for net, weights in s2["method"]["nets"].items():
+        for k, v in weights.items():
+            assert torch.equal(v, s3["method"]["nets"][net][k]), (net, k)
 
 
 # Measured on CPU (gloo, 2 ranks vs 1 process, 3 steps): G 0.49, D64 0.87. Data and noise are

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from stackgan import seeding
+from stackgan import seeding, speed
 from stackgan.config import experiment_config, load_params
 from stackgan.data import cifar10
 from stackgan.data.prepared import PreparedSplit
@@ -187,6 +187,21 @@ def test_adaptive_g_steps_are_applied(cifar_root):
         assert done == float(logs["G/steps"]) == adaptive_g_steps(float(logs["D0/adv"]))
         counts.append(done)
     assert counts[0] == 1 and max(counts) > 3, f"D never took over: G steps {counts}"
+
+
+def test_joint_phase_discriminators_get_the_run_switches(cifar_root):
+    """The joint phase builds new D1/D0 modules; the run's switches (stackgan/speed.py) must
+    reach them as they reached the first phase's networks."""
+    cfg = sgan_cfg(cifar_root, independent_steps=1, channels_last=True)
+    m, batch = method_and_batch(cfg)
+    speed.apply(m.nets, m.c.train)
+    old = {name: m.nets[name] for name in ("D1", "D0")}
+    for step in range(2):
+        run_step(m, batch, step)
+    assert m.phase == "joint"
+    assert all(m.nets[name] is not old[name] for name in old)
+    convs = [p for p in m.nets["D0"].parameters() if p.dim() == 4]  # D1 judges features: no convolutions
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
 
 
 def test_smoke_phases_resume_sampling_and_grid(cifar_root, tmp_path):

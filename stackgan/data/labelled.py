@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from stackgan.data.device_resize import unit_range
 from stackgan.data.shards import ShardWriter
 from stackgan.data.staging import check_limit, check_output, commit, spread_selection
 from stackgan.errors import UserError
@@ -120,10 +121,12 @@ class LabelledImages(Dataset):
 
     grey: keep one channel (MNIST, stored as three equal channels); mean: (3, H, W) in [0, 1]
     subtracted from x/255 (None: raw [0, 1]); classes: class ids in label order (default: the
-    split's own, sorted).
+    split's own, sorted); input_on_device: items carry the uint8 image and `finish_on_device`
+    maps the batch to model space on its device, to the same bits.
     """
 
-    def __init__(self, split, view: str, grey=False, mean=None, classes=None):
+    def __init__(self, split, view: str, grey=False, mean=None, classes=None, input_on_device=False):
+        self.input_on_device = input_on_device
         images = load_images(split, view)
         self.images = torch.from_numpy(images).permute(0, 3, 1, 2)  # uint8 NCHW
         if grey:
@@ -132,6 +135,7 @@ class LabelledImages(Dataset):
         if self.mean is not None and self.mean.shape != self.images.shape[1:]:
             raise UserError(f"{split.dir}: mean image {tuple(self.mean.shape)} does not fit images "
                             f"{tuple(self.images.shape[1:])}; retrain the encoder on this prepared dataset")
+        self._device_mean = self.mean  # the mean on the images' device, moved there once
         self.classes = class_order(split) if classes is None else np.asarray(classes)
         self.labels = torch.from_numpy(contiguous_labels(np.asarray(split.class_ids), self.classes, split.dir))
 
@@ -142,8 +146,21 @@ class LabelledImages(Dataset):
         return len(self.labels)
 
     def to_model_space(self, images_uint8: torch.Tensor) -> torch.Tensor:
-        x = images_uint8.float().div(255)
-        return x if self.mean is None else x - self.mean
+        """x / 255 minus the mean, on the images' device, the same bits on every device."""
+        x = unit_range(images_uint8)
+        if self.mean is None:
+            return x
+        if self._device_mean.device != x.device:
+            self._device_mean = self.mean.to(x.device)
+        return x - self._device_mean
 
     def __getitem__(self, index: int) -> dict:
-        return {"x": self.to_model_space(self.images[index]), "y": self.labels[index]}
+        image = self.images[index]
+        return {"x": image if self.input_on_device else self.to_model_space(image), "y": self.labels[index]}
+
+    def finish_on_device(self, batch: dict, memory_format=torch.contiguous_format) -> dict:
+        """A collated batch (on any device) with "x" in model space, as the CPU path makes it, in
+        memory_format; the batch itself when input_on_device is False."""
+        if not self.input_on_device:
+            return batch
+        return {**batch, "x": self.to_model_space(batch["x"]).contiguous(memory_format=memory_format)}

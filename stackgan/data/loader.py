@@ -4,6 +4,8 @@ Per item (StackGAN-v2 datasets.py, spec §2): random crop of max(imsizes) from t
 horizontal flip with p=0.5, the smaller sizes are PIL-bilinear resizes of that same crop,
 pixels normalised to [-1, 1]; one random caption embedding (or the mean of k distinct ones,
 StackGAN-v1 TF NUM_EMBEDDING=4); a "wrong" (mismatched) image with its own crop and flip.
+With input_on_device the item stops at the uint8 crop and the resize and normalisation run on
+the batch's device (finish_on_device, device_resize.py), to the same bits.
 
 Every random choice comes from numpy's Generator seeded by (seed, epoch, index)
 (seeding.item_rng), so an item is a pure function of those three numbers: a resumed run or
@@ -16,6 +18,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from stackgan import seeding
+from stackgan.data.device_resize import resize_bilinear, signed_range
 from stackgan.data.prepared import PreparedSplit
 from stackgan.errors import UserError
 
@@ -36,29 +39,45 @@ def check_crop_fits(split: PreparedSplit, view: str, imsizes: list[int]):
                         f"smaller than the crop size {max(imsizes)}; prepare a larger view")
 
 
-def crop_flip_resize(image: np.ndarray, rng, imsizes: list[int], flip: bool) -> list[torch.Tensor]:
-    """Random crop of max(imsizes) (draws: top, left, [flip]), the smaller sizes PIL-bilinear
-    resizes of that same crop, each as a tensor in [-1, 1]."""
-    size = max(imsizes)
+def crop_flip(image: np.ndarray, rng, size: int, flip: bool) -> np.ndarray:
+    """Random size x size crop (draws: top, left, [flip]), flipped horizontally with p=0.5."""
     top = int(rng.integers(image.shape[0] - size + 1))
     left = int(rng.integers(image.shape[1] - size + 1))
     crop = image[top:top + size, left:left + size]
     if flip and rng.random() < 0.5:
         crop = crop[:, ::-1]
-    crop_pil = Image.fromarray(np.ascontiguousarray(crop))
+    return np.ascontiguousarray(crop)
+
+
+def resize_to_tensors(crop: np.ndarray, imsizes: list[int]) -> list[torch.Tensor]:
+    """The crop at each of imsizes (PIL-bilinear resizes of the crop itself), in [-1, 1]."""
+    crop_pil = Image.fromarray(crop)
     out = []
     for s in imsizes:
-        resized = crop_pil if s == size else crop_pil.resize((s, s), Image.BILINEAR)
+        resized = crop_pil if s == crop.shape[0] else crop_pil.resize((s, s), Image.BILINEAR)
         out.append(to_tensor(np.asarray(resized)))
     return out
 
 
+def crop_flip_resize(image: np.ndarray, rng, imsizes: list[int], flip: bool) -> list[torch.Tensor]:
+    """Random crop of max(imsizes) (draws: top, left, [flip]), the smaller sizes PIL-bilinear
+    resizes of that same crop, each as a tensor in [-1, 1]."""
+    return resize_to_tensors(crop_flip(image, rng, max(imsizes), flip), imsizes)
+
+
 class EpochDataset(Dataset):
     """Items of one prepared split and view, cropped to `imsizes`; the engine sets the epoch
-    so that each item is a pure function of (seed, epoch, index)."""
+    so that each item is a pure function of (seed, epoch, index).
 
-    def __init__(self, split: PreparedSplit, view: str, imsizes: list[int], flip=True, seed=0):
+    input_on_device: items carry the uint8 crop (3xSxS, S = max(imsizes)) instead of the float
+    images, so that workers and the host-to-device copy move a quarter of the bytes or less;
+    `finish_on_device` then resizes and normalises the batch on its device, to the same bits.
+    """
+
+    def __init__(self, split: PreparedSplit, view: str, imsizes: list[int], flip=True, seed=0,
+                 input_on_device=False):
         self.split = split
+        self.input_on_device = input_on_device
         self.view = view
         self.imsizes = [int(s) for s in imsizes]
         self.flip = flip
@@ -72,10 +91,32 @@ class EpochDataset(Dataset):
     def __len__(self) -> int:
         return len(self.split)
 
+    def _images(self, rng, index):
+        """The item's images (draws: top, left, [flip]): the list of imsizes in [-1, 1], or the
+        uint8 crop when input_on_device."""
+        crop = crop_flip(self.split.image(self.view, index), rng, max(self.imsizes), self.flip)
+        if self.input_on_device:
+            return torch.from_numpy(crop).permute(2, 0, 1).contiguous()
+        return resize_to_tensors(crop, self.imsizes)
+
+    def finish_on_device(self, batch: dict, memory_format=torch.contiguous_format) -> dict:
+        """A collated batch (on any device) as the CPU path would have made it: "imgs" and
+        "wrong_imgs" become lists, one per imsize, of float32 Nx3xSxS in [-1, 1] in
+        memory_format. The batch itself when input_on_device is False."""
+        if not self.input_on_device:
+            return batch
+        size = max(self.imsizes)
+
+        def finish(crops):
+            return [signed_range(crops if s == size else resize_bilinear(crops, s)).contiguous(
+                memory_format=memory_format) for s in self.imsizes]
+
+        return {k: finish(v) if k in ("imgs", "wrong_imgs") else v for k, v in batch.items()}
+
 
 class TextImageDataset(EpochDataset):
     def __init__(self, split: PreparedSplit, view: str, imsizes: list[int], flip=True,
-                 num_embeddings=1, wrong_rule="v2", seed=0):
+                 num_embeddings=1, wrong_rule="v2", seed=0, input_on_device=False):
         if split.embeddings is None:
             raise UserError(f"{split.dir}: no embeddings.npy; this dataset has no captions to condition on")
         if wrong_rule not in WRONG_RULES:
@@ -84,7 +125,7 @@ class TextImageDataset(EpochDataset):
         if not 1 <= num_embeddings <= captions_per_image:
             raise UserError(f"num_embeddings={num_embeddings}: must be 1..{captions_per_image} "
                             "(the captions stored per image)")
-        super().__init__(split, view, imsizes, flip, seed)
+        super().__init__(split, view, imsizes, flip, seed, input_on_device)
         self.num_embeddings = num_embeddings
         self.wrong_rule = wrong_rule
 
@@ -106,13 +147,10 @@ class TextImageDataset(EpochDataset):
                 wrong = (wrong + int(rng.integers(100, 200))) % n
         return wrong
 
-    def _images(self, rng, index) -> list[torch.Tensor]:
-        return crop_flip_resize(self.split.image(self.view, index), rng, self.imsizes, self.flip)
-
     def __getitem__(self, index: int) -> dict:
-        """{"imgs": [3xSxS in [-1, 1] for S in imsizes], "wrong_imgs": same for the
-        wrong image, "emb": (D,) float32, "class_id", "index", "caption_index" (-1 when k > 1
-        captions were averaged), "wrong_index"}."""
+        """{"imgs": [3xSxS in [-1, 1] for S in imsizes] (input_on_device: the uint8 crop),
+        "wrong_imgs": same for the wrong image, "emb": (D,) float32, "class_id", "index",
+        "caption_index" (-1 when k > 1 captions were averaged), "wrong_index"}."""
         # Draw order (part of the format; changing it changes every run's data): caption(s), wrong
         # index, real crop top, left, [flip], wrong crop top, left, [flip] ([..] when flip=True).
         rng = seeding.item_rng(self.seed, self.epoch, index)
@@ -134,7 +172,7 @@ class ImageOnlyDataset(EpochDataset):
     TextImageDataset, drawn from numpy's Generator seeded by (seed, epoch, index)."""
 
     def __getitem__(self, index: int) -> dict:
-        """{"imgs": [3xSxS in [-1, 1] for S in imsizes], "index"}; draws: top, left, [flip]."""
+        """{"imgs": [3xSxS in [-1, 1] for S in imsizes] (input_on_device: the uint8 crop),
+        "index"}; draws: top, left, [flip]."""
         rng = seeding.item_rng(self.seed, self.epoch, index)
-        return {"imgs": crop_flip_resize(self.split.image(self.view, index), rng, self.imsizes, self.flip),
-                "index": index}
+        return {"imgs": self._images(rng, index), "index": index}

@@ -59,6 +59,11 @@ class Method(Protocol):
     def on_epoch(self, epoch: int):
         """Schedules (learning rate) at the start of an epoch."""
 
+    def example_batch(self, batch_size: int, device) -> dict:
+        """A batch of zeros as train_step takes it: the keys, shapes and dtypes that make_dataset's
+        items collate to (finished on the device), without reading data. Counting FLOPs on the meta
+        device (stackgan/cost.py) and benchmarks use it."""
+
     def train_step(self, batch, noise, step) -> dict[str, torch.Tensor]:
         """One iteration's losses (0-d tensors, or numbers such as a learning rate), read by the
         engine on log steps only: no device synchronisation per step."""

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from stackgan import speed
 from stackgan.atomic import atomic_path
 from stackgan.encoder import ENCODER_FILE, encoder_dir, load_encoder
 from stackgan.errors import UserError
@@ -164,13 +165,14 @@ class SGANMethod:
 
     def _make_optimisers(self):
         opt = self.c.optim
-        self.optims = {name: torch.optim.Adam(net.parameters(), lr=opt.lr_d if name.startswith("D") else opt.lr_g,
-                                              betas=tuple(opt.betas))
+        self.optims = {name: speed.adam(net.parameters(), opt.lr_d if name.startswith("D") else opt.lr_g, opt.betas,
+                                        self.c.train.adam)
                        for name, net in self.nets.items() if name != "E"}
 
     def _enter_joint(self):
         """train_joint.py's discriminator variants, loaded with the trained weights; fresh Adam."""
         joint = build_networks(self.c, joint=True, image_mean=self.encoder_payload["image_mean"])
+        new_nets = {}
         for name in ("D1", "D0"):
             old, new = self.nets[name], joint[name].to(self.device)
             with torch.no_grad():
@@ -178,7 +180,9 @@ class SGANMethod:
                     a.copy_(b)
                 for a, b in zip(new.buffers(), old.buffers(), strict=True):
                     a.copy_(b)
-            self.nets[name] = new
+            new_nets[name] = new
+        speed.apply(new_nets, self.c.train)  # the engine switched the first phase's networks
+        self.nets.update(new_nets)
         self.phase = "joint"
         self._make_optimisers()
 
@@ -194,7 +198,15 @@ class SGANMethod:
                             f"re-run `stackgan encoder {c.data['name']}`")
         mean = self.encoder_payload["image_mean"]
         return LabelledImages(split, c.view, grey=c.arch == "mnist",
-                              mean=None if mean is None else mean.numpy(), classes=self.encoder_payload["class_ids"])
+                              mean=None if mean is None else mean.numpy(), classes=self.encoder_payload["class_ids"],
+                              input_on_device=c.train.input_on_device)
+
+    def example_batch(self, batch_size, device):
+        """Zeros shaped like a collated LabelledImages batch: "x" float32 in model space, one grey
+        28 px channel for MNIST (view native28), 3 x 32 x 32 for the CIFAR-like archs; "y" int64 labels."""
+        channels, side = (1, 28) if self.c.arch == "mnist" else (3, 32)
+        return {"x": torch.zeros(batch_size, channels, side, side, device=device),
+                "y": torch.zeros(batch_size, dtype=torch.int64, device=device)}
 
     def draw_noise(self, gen, batch_size):
         slots = 1 + (MAX_G_STEPS if self.adaptive else 1)  # slot 0: the D step; 1..n: G steps

@@ -154,6 +154,26 @@ class TextToImageMethod:
         c = cls.Config.of(cfg)
         return c.train.max_epoch * (n_items // c.train.batch_size)
 
+    def example_batch(self, batch_size, device):
+        """Zeros shaped like a collated TextImageDataset batch (ImageOnlyDataset when unconditional):
+        the real (and wrong) images at each size make_dataset crops, every emitted branch (v2) or the
+        stage's output (v1), in [-1, 1] float32; the caption embedding; the items' int64 indices."""
+        from stackgan.methods.v2 import emitted_sizes
+
+        c = self.c
+        sizes = [c.out_size] if self.family == "v1" else emitted_sizes(c)
+
+        def images():
+            return [torch.zeros(batch_size, 3, s, s, device=device) for s in sizes]
+
+        def indices():
+            return torch.zeros(batch_size, dtype=torch.int64, device=device)
+
+        if not c.conditional:
+            return {"imgs": images(), "index": indices()}
+        return {"imgs": images(), "wrong_imgs": images(), "emb": torch.zeros(batch_size, c.text_dim, device=device),
+                "class_id": indices(), "index": indices(), "caption_index": indices(), "wrong_index": indices()}
+
     def progress_grid(self, prepared_dir):
         """One row per fixed caption (or noise), every branch side by side, caption at right."""
         rows = grid_rows(self.c, prepared_dir)

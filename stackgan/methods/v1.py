@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from stackgan import checkpoint, seeding
+from stackgan import checkpoint, seeding, speed
 from stackgan.data.loader import ImageOnlyDataset, TextImageDataset
 from stackgan.errors import UserError
 from stackgan.losses import v1 as L
@@ -168,12 +168,11 @@ class V1Method(TextToImageMethod):
             nets["G2"].stage1.load_state_dict(V1Method.load_generator(payload, "cpu").net.state_dict())
         self.nets = {k: v.to(device) for k, v in nets.items()}
         opt = c.optim
-        betas = tuple(opt.betas)
         trainable = [p for p in self.nets[self.g_name].parameters() if p.requires_grad]  # G2: not the frozen Stage-I
         self.base_lr = {self.g_name: opt.lr_g, self.d_name: opt.lr_d}
         self.optims = {
-            self.g_name: torch.optim.Adam(trainable, lr=opt.lr_g, betas=betas),
-            self.d_name: torch.optim.Adam(self.nets[self.d_name].parameters(), lr=opt.lr_d, betas=betas),
+            self.g_name: speed.adam(trainable, opt.lr_g, opt.betas, c.train.adam),
+            self.d_name: speed.adam(self.nets[self.d_name].parameters(), opt.lr_d, opt.betas, c.train.adam),
         }
 
     def make_dataset(self, split):
@@ -182,9 +181,11 @@ class V1Method(TextToImageMethod):
         c, data = self.c, self.c.data_sampling
         check_text_width(c, split)
         if not c.conditional:
-            return ImageOnlyDataset(split, view=c.view, imsizes=[c.out_size], flip=data.flip, seed=c.train.seed)
+            return ImageOnlyDataset(split, view=c.view, imsizes=[c.out_size], flip=data.flip, seed=c.train.seed,
+                                    input_on_device=c.train.input_on_device)
         return TextImageDataset(split, view=c.view, imsizes=[c.out_size], flip=data.flip,
-                                num_embeddings=data.num_embeddings, wrong_rule=data.wrong_rule, seed=c.train.seed)
+                                num_embeddings=data.num_embeddings, wrong_rule=data.wrong_rule, seed=c.train.seed,
+                                input_on_device=c.train.input_on_device)
 
     def draw_noise(self, gen, batch_size):
         c = self.c

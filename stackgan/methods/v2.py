@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from stackgan import speed
 from stackgan.data.loader import ImageOnlyDataset, TextImageDataset
 from stackgan.losses import v2 as L
 from stackgan.methods.base import load_training_state, training_state
@@ -98,10 +99,10 @@ class V2Method(TextToImageMethod):
         self.nets = {k: v.to(device) for k, v in build_networks(c).items()}
         self.d_names = [k for k in self.nets if k != "G"]
         self.d_branch = dict(zip(self.d_names, c.discriminators))
-        betas = tuple(c.optim.betas)
-        self.optims = {"G": torch.optim.Adam(self.nets["G"].parameters(), lr=c.optim.lr_g, betas=betas)}
+        opt, impl = c.optim, c.train.adam
+        self.optims = {"G": speed.adam(self.nets["G"].parameters(), opt.lr_g, opt.betas, impl)}
         for name in self.d_names:
-            self.optims[name] = torch.optim.Adam(self.nets[name].parameters(), lr=c.optim.lr_d, betas=betas)
+            self.optims[name] = speed.adam(self.nets[name].parameters(), opt.lr_d, opt.betas, impl)
         self.ema = [p.detach().clone() for p in self.nets["G"].parameters()]
 
     @property
@@ -113,9 +114,11 @@ class V2Method(TextToImageMethod):
         c, data = self.c, self.c.data_sampling
         check_text_width(c, split)
         if not c.conditional:
-            return ImageOnlyDataset(split, view=c.view, imsizes=emitted_sizes(c), flip=data.flip, seed=c.train.seed)
+            return ImageOnlyDataset(split, view=c.view, imsizes=emitted_sizes(c), flip=data.flip, seed=c.train.seed,
+                                    input_on_device=c.train.input_on_device)
         return TextImageDataset(split, view=c.view, imsizes=emitted_sizes(c), flip=data.flip,
-                                num_embeddings=data.num_embeddings, wrong_rule=data.wrong_rule, seed=c.train.seed)
+                                num_embeddings=data.num_embeddings, wrong_rule=data.wrong_rule, seed=c.train.seed,
+                                input_on_device=c.train.input_on_device)
 
     def train_step(self, batch, noise, step):
         c, G = self.c, self.nets["G"]
