@@ -48,6 +48,7 @@ class TrainSettings:
     sync_bn: bool
     compile: bool  # speed switches (stackgan/speed.py); off/loop is the reference's eager fp32 path
     compile_backend: str
+    tf32: bool
     adam: str
     input_on_device: bool
 

@@ -100,9 +100,10 @@ def to_device(batch, device, memory_format=torch.contiguous_format):
 
 
 def apply_gpu_switches(t, method, ctx):
-    """SyncBatchNorm, channels_last and torch.compile, each off by default (stackgan/speed.py)."""
+    """TF32, SyncBatchNorm, channels_last and torch.compile, each off by default (stackgan/speed.py)."""
     if t.sync_bn and ctx.world > 1 and ctx.device.type != "cuda":
         raise UserError("train.sync_bn needs CUDA (SyncBatchNorm has no CPU kernel); set it false on CPU")
+    speed.set_tf32(t.tf32)
     speed.apply(method.nets, t)
 
 

@@ -16,30 +16,41 @@ from stackgan import speed
 from stackgan.data import cub, synthetic
 from stackgan.data.loader import EpochDataset
 from stackgan.errors import UserError
-from stackgan.methods.v2 import V2Method
+from stackgan.methods import build_method
 from stackgan.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 5
 CFG = resolved("synthetic-v2", gf_dim=4, df_dim=4, z_dim=8, ef_dim=4, text_dim=16, r_num=1,
                branch_sizes=[16, 32, 64], ema={"decay": 0.9, "snapshot_reset": True, "snapshot_interval": 3})
+# StackGAN-v1 Stage-I: its losses call D's encode and heads besides forward
+V1_CFG = resolved("synthetic-v1-s1", gf_dim=4, df_dim=4, z_dim=8, ef_dim=4, text_dim=16)
 
 
-def run(**train_settings):
+def random_batch(method, b):
+    """The family's example batch with seeded values: images in [-1, 1], embeddings N(0, 1)."""
+    g = torch.Generator().manual_seed(0)
+    batch = method.example_batch(b, torch.device("cpu"))
+
+    def fill(t):
+        if not t.is_floating_point():
+            return t
+        return torch.rand(t.shape, generator=g) * 2 - 1 if t.dim() == 4 else torch.randn(t.shape, generator=g)
+
+    fmt = torch.channels_last if method.c.train.channels_last else torch.contiguous_format
+    return {k: [fill(t).contiguous(memory_format=fmt) for t in v] if isinstance(v, list) else fill(v)
+            for k, v in batch.items()}
+
+
+def run(cfg=CFG, **train_settings):
     """Losses of STEPS iterations ({name: float} per step) and the final weights of every net."""
-    cfg = copy.deepcopy(CFG)
+    cfg = copy.deepcopy(cfg)
     cfg["train"].update(train_settings)
     torch.manual_seed(0)
-    m = V2Method(cfg, torch.device("cpu"))
+    m = build_method(cfg, torch.device("cpu"))
     speed.apply(m.nets, m.c.train)
-    g = torch.Generator().manual_seed(0)
     b = 4
-    batch = {"imgs": [torch.rand(b, 3, s, s, generator=g) * 2 - 1 for s in (16, 32, 64)],
-             "wrong_imgs": [torch.rand(b, 3, s, s, generator=g) * 2 - 1 for s in (16, 32, 64)],
-             "emb": torch.randn(b, 16, generator=g)}
-    if m.c.train.channels_last:
-        batch = {k: [t.contiguous(memory_format=torch.channels_last) for t in v] if isinstance(v, list) else v
-                 for k, v in batch.items()}
+    batch = random_batch(m, b)
     losses = []
     for step in range(STEPS):
         with speed.autocast(torch.device("cpu"), m.c.train.amp):
@@ -71,13 +82,16 @@ def test_adam_implementations_match_the_single_tensor_loop(reference, impl):
     assert largest_weight_gap(reference[1], weights) < 1e-5
 
 
-def test_compile_traces_the_eager_computation(reference):
+@pytest.mark.parametrize("cfg", [CFG, V1_CFG], ids=["v2", "v1"])
+def test_compile_traces_the_eager_computation(reference, cfg):
     """aot_eager runs dynamo's capture and AOTAutograd's joint graph without codegen: the traced
-    networks (BatchNorm in train mode, three D calls per backward, the EMA's in-place update)
-    must give eager's bits. Inductor's fused kernels round differently: the slow test below."""
-    losses, weights = run(compile=True, compile_backend="aot_eager")
-    assert losses == reference[0]
-    assert largest_weight_gap(reference[1], weights) == 0
+    networks (BatchNorm in train mode, several D calls per backward, v1's encode/heads entry
+    points, the EMA's in-place update) must give eager's bits. Inductor's fused kernels round
+    differently: the slow test below."""
+    want = reference if cfg is CFG else run(cfg)
+    losses, weights = run(cfg, compile=True, compile_backend="aot_eager")
+    assert losses == want[0]
+    assert largest_weight_gap(want[1], weights) == 0
 
 
 @pytest.mark.slow

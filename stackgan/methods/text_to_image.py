@@ -156,12 +156,10 @@ class TextToImageMethod:
 
     def example_batch(self, batch_size, device):
         """Zeros shaped like a collated TextImageDataset batch (ImageOnlyDataset when unconditional):
-        the real (and wrong) images at each size make_dataset crops, every emitted branch (v2) or the
-        stage's output (v1), in [-1, 1] float32; the caption embedding; the items' int64 indices."""
-        from stackgan.methods.v2 import emitted_sizes
-
+        the real (and wrong) images at each of the family's image_sizes(), float32; the caption
+        embedding; the items' int64 indices."""
         c = self.c
-        sizes = [c.out_size] if self.family == "v1" else emitted_sizes(c)
+        sizes = self.image_sizes()
 
         def images():
             return [torch.zeros(batch_size, 3, s, s, device=device) for s in sizes]

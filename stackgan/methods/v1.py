@@ -175,15 +175,19 @@ class V1Method(TextToImageMethod):
             self.d_name: speed.adam(self.nets[self.d_name].parameters(), opt.lr_d, opt.betas, c.train.adam),
         }
 
+    def image_sizes(self):
+        """The sides of the real images a step takes: the stage's output only."""
+        return [self.c.out_size]
+
     def make_dataset(self, split):
         """Real and wrong images at the output size only: no stage-I D is trained in Stage-II.
         Unconditional: real images only."""
         c, data = self.c, self.c.data_sampling
         check_text_width(c, split)
         if not c.conditional:
-            return ImageOnlyDataset(split, view=c.view, imsizes=[c.out_size], flip=data.flip, seed=c.train.seed,
+            return ImageOnlyDataset(split, view=c.view, imsizes=self.image_sizes(), flip=data.flip, seed=c.train.seed,
                                     input_on_device=c.train.input_on_device)
-        return TextImageDataset(split, view=c.view, imsizes=[c.out_size], flip=data.flip,
+        return TextImageDataset(split, view=c.view, imsizes=self.image_sizes(), flip=data.flip,
                                 num_embeddings=data.num_embeddings, wrong_rule=data.wrong_rule, seed=c.train.seed,
                                 input_on_device=c.train.input_on_device)
 

@@ -109,14 +109,18 @@ class V2Method(TextToImageMethod):
     def generator(self):
         return self.nets["G"]
 
+    def image_sizes(self):
+        """The sides of the real images a step takes: every emitted branch's."""
+        return emitted_sizes(self.c)
+
     def make_dataset(self, split):
         """Real (and wrong) images at every emitted branch's size, from one crop."""
         c, data = self.c, self.c.data_sampling
         check_text_width(c, split)
         if not c.conditional:
-            return ImageOnlyDataset(split, view=c.view, imsizes=emitted_sizes(c), flip=data.flip, seed=c.train.seed,
+            return ImageOnlyDataset(split, view=c.view, imsizes=self.image_sizes(), flip=data.flip, seed=c.train.seed,
                                     input_on_device=c.train.input_on_device)
-        return TextImageDataset(split, view=c.view, imsizes=emitted_sizes(c), flip=data.flip,
+        return TextImageDataset(split, view=c.view, imsizes=self.image_sizes(), flip=data.flip,
                                 num_embeddings=data.num_embeddings, wrong_rule=data.wrong_rule, seed=c.train.seed,
                                 input_on_device=c.train.input_on_device)
 

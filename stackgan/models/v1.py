@@ -229,6 +229,11 @@ class V1Discriminator(nn.Module):
     conditional=False: no cond head, the uncond head only; forward(x, c=None) -> [uncond_prob].
     """
 
+    # Called by the losses besides forward (wrong pairs reuse the real features); torch.compile
+    # must wrap them too (stackgan/speed.py), or their eager BatchNorm would update buffers that
+    # a compiled graph saved for its backward.
+    entry_points = ("encode", "heads")
+
     def __init__(self, df, c_dim=128, in_size=64, uncond=False, conditional=True):
         super().__init__()
         n_down = doublings(in_size, 4, (32, 64, 128, 256), "discriminator input")
