@@ -4,22 +4,15 @@ over five iterations of a tiny StackGAN-v2 on the CPU; the bounds are measured d
 headroom, so a switch that computed something else fails."""
 
 import copy
-from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from configs import resolved
-from stackgan import config as C
 from stackgan import speed
-from stackgan.data import cub, synthetic
-from stackgan.data.loader import EpochDataset
 from stackgan.errors import UserError
 from stackgan.methods import build_method
-from stackgan.train import train
 
-REPO = Path(__file__).resolve().parents[1]
 STEPS = 5
 CFG = resolved("synthetic-v2", gf_dim=4, df_dim=4, z_dim=8, ef_dim=4, text_dim=16, r_num=1,
                branch_sizes=[16, 32, 64], ema={"decay": 0.9, "snapshot_reset": True, "snapshot_interval": 3})
@@ -122,47 +115,3 @@ def test_unknown_switch_values_are_one_line_errors():
         run(adam="fast")
     with pytest.raises(UserError, match="train.compile_backend is 'inductr'"):
         run(compile=True, compile_backend="inductr")
-
-
-# -- the engine: a run with its inputs finished on the device is the same run
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    root = tmp_path_factory.mktemp("speed")
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw = synthetic.generate(root / "raw", num_images=80, seed=3)
-    cub.prepare(raw, root / "prepared", views={"short76": params["datasets"]["synthetic"]["views"]["short76"]})
-    return root / "prepared"
-
-
-def trained_state(tmp_path, prepared, monkeypatch, name, **train_settings):
-    root = tmp_path / name
-    (root / "data/prepared/ci").mkdir(parents=True)
-    (root / "data/prepared/ci/synthetic").symlink_to(prepared)
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["profile"] = "ci"
-    params["profiles"]["ci"]["cpu"] = {"pinned": False}
-    params["profiles"]["ci"]["overrides"]["v2"] = {
-        "train": {"max_steps": 4, "batch_size": 8, "checkpoint_every": 100, "grid_every": 100, "log_every": 2,
-                  **train_settings}}
-    params["experiments"]["synthetic-v2"].update(gf_dim=4, df_dim=4, ef_dim=8, z_dim=16)
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    monkeypatch.chdir(root)
-    train(C.experiment_config(C.load_params(), "synthetic-v2"), device_pref="cpu")
-    return torch.load(root / "runs/ci/synthetic-v2/checkpoint/state.pt", weights_only=True)["method"]
-
-
-@pytest.mark.parametrize("channels_last", [False, True], ids=["contiguous", "channels_last"])
-def test_inputs_finished_on_the_device_train_the_same_bits(tmp_path, prepared, monkeypatch, channels_last):
-    finished = []  # input_on_device of each batch the engine finished
-    real_finish = EpochDataset.finish_on_device
-    monkeypatch.setattr(EpochDataset, "finish_on_device",
-                        lambda self, *a: (finished.append(self.input_on_device), real_finish(self, *a))[1])
-    host = trained_state(tmp_path, prepared, monkeypatch, "host", channels_last=channels_last)
-    device = trained_state(tmp_path, prepared, monkeypatch, "device", channels_last=channels_last,
-                           input_on_device=True)
-    assert finished == [False] * 4 + [True] * 4
-    assert host["nets"].keys() == device["nets"].keys()
-    for net, weights in host["nets"].items():
-        for k, v in weights.items():
-            assert torch.equal(v, device["nets"][net][k]), (net, k)

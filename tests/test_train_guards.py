@@ -11,6 +11,7 @@ import yaml
 from stackgan import config as C
 from stackgan.cli import main as cli_main
 from stackgan.data import cub, synthetic
+from stackgan.data.loader import EpochDataset
 from stackgan.errors import UserError
 from stackgan.methods.v2 import V2Method
 from stackgan.train import train, trim_live_log
@@ -178,3 +179,26 @@ def test_losses_are_read_on_log_checkpoint_and_grid_steps_only(tmp_path, prepare
     done = [max(r for r in (0, 2, 3, 4, 6) if r <= i) for i in range(8)]
     assert seen == [sum(sizes[:d]) for d in done]
     assert CountingTensor.reads == sum(sizes)
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["contiguous", "channels_last"])
+def test_inputs_finished_on_the_device_train_the_same_bits(tmp_path, prepared, monkeypatch, channels_last):
+    """train.input_on_device (uint8 crops resized where the step runs, stackgan/data/device_resize.py)
+    trains the bits of the CPU path, whatever the memory format."""
+    finished = []  # input_on_device of each batch the engine finished
+    real_finish = EpochDataset.finish_on_device
+    monkeypatch.setattr(EpochDataset, "finish_on_device",
+                        lambda self, *a: (finished.append(self.input_on_device), real_finish(self, *a))[1])
+    own = yaml.safe_load((REPO / "params.yaml").read_text())["experiments"]["synthetic-v2"]["train"]
+
+    def trained(name, **switches):
+        project(tmp_path, prepared, name, monkeypatch, train={**own, "channels_last": channels_last, **switches})
+        train(config(), device_pref="cpu")
+        return torch.load(tmp_path / name / RUN / "checkpoint/state.pt", weights_only=True)["method"]["nets"]
+
+    host, device = trained("host"), trained("device", input_on_device=True)
+    assert finished == [False] * 8 + [True] * 8
+    assert host.keys() == device.keys()
+    for net, weights in host.items():
+        for k, v in weights.items():
+            assert torch.equal(v, device[net][k]), (net, k)
