@@ -1,7 +1,7 @@
 """The one prepared GPU check (issue 14): every CUDA path of the harness, timed, in one bounded run.
 
     bash bench/gpu_check.sh                        # CUDA, paper configs, <= 8 min: results/bench/<gpu>.json
-    bash bench/gpu_check.sh --device cpu --tiny    # the same code paths on CPU in about a minute (CI)
+    bash bench/gpu_check.sh --device cpu --tiny    # the same code paths on CPU in about two minutes (CI)
 
 Parts, each in a child process of its own with a time cap (a crash, hang or CUDA error in one is
 recorded in the JSON and the next part runs), in this order:
