@@ -171,6 +171,16 @@ def cmd_evaluate(args):
         print(f"{key}: {m['value']:.4f}{std}")
 
 
+def cmd_curves(args):
+    from stackgan.curves import curves
+
+    cfg = C.experiment_config(_params(args), args.experiment, args.profile)
+    record = curves(cfg, device=args.device)
+    for point in record["points"]:
+        values = ", ".join(f"{k} {m['value']:.4f}" for k, m in point["metrics"].items())
+        print(f"step {point['step']}: {values or 'no IS/FID protocol'}")
+
+
 def cmd_evaluate_real(args):
     from stackgan.evaluate import evaluate_real
 
@@ -179,6 +189,17 @@ def cmd_evaluate_real(args):
     for key, m in out["metrics"].items():
         std = f" ± {m['std']:.4f}" if m["std"] is not None else ""
         print(f"{args.dataset} real images, {key}: {m['value']:.4f}{std}")
+
+
+def cmd_figures(args):
+    from stackgan.figures.stage import run_figures
+
+    index = run_figures(_params(args), args.experiment, args.profile, device=args.device, num_samples=args.num_samples)
+    out = f"results/figures/{index['profile']}/{index['experiment']}"
+    for fig, entry in index["figures"].items():
+        print(f"{out}/{entry['file']}: {entry['paper']} ({fig})")
+    for fig, why in index["skipped"].items():
+        print(f"{fig} skipped: {why}")
 
 
 def cmd_score(args):
@@ -205,8 +226,11 @@ def cmd_gate(args):
 
 def cmd_report(args):
     from stackgan.report import write_tables
+    from stackgan.report_page import write_report
 
     for path in write_tables(Path(args.metrics), Path(args.out)):
+        print(path)
+    for path in write_report(Path(args.results), Path(args.out)):
         print(path)
 
 
@@ -216,6 +240,7 @@ def cmd_summary(args):
     profile = C.resolve_profile(params, args.profile)
     print(f"profile: {profile}")
     print("tables:  results/tables/ (" + ", ".join(sorted(p.name for p in Path("results/tables").glob("*.md"))) + ")")
+    print("report:  results/report.md, results/report.html (tables, figures and curves together)")
     run = params.get("run", {})
     names = list(run.get("evaluate", [])) or list(run.get("train", []))
     for name in names:
@@ -225,6 +250,8 @@ def cmd_summary(args):
         print(f"{name}:")
         print(f"  training grids: {grids[-1] if grids else '(not trained)'}")
         print(f"  sample grid:    {sample_grid if sample_grid.exists() else '(not sampled)'}")
+        curves_plot = Path(cfg["paths"]["curves_plot"])
+        print(f"  curves:         {curves_plot if curves_plot.exists() else '(not drawn)'}")
         metrics = Path(cfg["paths"]["metrics"])
         if metrics.exists():
             for key, m in json.loads(metrics.read_text())["metrics"].items():
@@ -233,6 +260,33 @@ def cmd_summary(args):
     from stackgan.gate import verdict
 
     print(verdict(Path("results/metrics") / profile))
+
+
+def cmd_hr(args):
+    if args.hr_command == "serve":
+        from stackgan.hr.server import serve
+
+        serve(args.study, args.host, args.port)
+        return
+    if args.hr_command == "aggregate":
+        from stackgan.hr.aggregate import aggregate
+
+        out, record = aggregate(args.study, args.out)
+        for key, m in record["metrics"].items():
+            print(f"{key}: {m['value']:.2f}" + (f" ± {m['std']:.2f}" if m["std"] is not None else ""))
+        print(out)
+        return
+    from stackgan.devices import resolve_device
+    from stackgan.hr.study import build
+
+    params = _params(args)
+    profile = C.resolve_profile(params, args.profile)
+    cfgs = [C.experiment_config(params, name, profile) for name in args.experiments]
+    name = args.name or f"{cfgs[0]['data']['name']}-seed{args.seed}"
+    out, manifest = build(cfgs, args.dataset, args.out or Path("runs") / profile / "hr" / name, args.captions_per_class,
+                          args.captions, args.images_per_caption, args.seed, resolve_device(args.device))
+    print(f"{out}: {len(manifest['captions'])} captions x {len(cfgs)} models x {args.images_per_caption} images; "
+          f"rank with `stackgan hr serve {out}`")
 
 
 def cmd_env(args):
@@ -250,7 +304,7 @@ def cmd_env(args):
 
 # The subcommands that compute (and `env`, which reports what computing would run under).
 PINNED_COMMANDS = {"fetch", "prepare", "classifier", "refstats", "encoder", "train", "sample", "evaluate",
-                   "evaluate-real", "score", "env"}
+                   "evaluate-real", "score", "env", "hr", "figures"}
 
 
 def pin_cpu(args):
@@ -371,10 +425,24 @@ def build_parser():
     add_device_flag(s)
     s.set_defaults(fn=cmd_evaluate)
 
+    s = sub.add_parser("curves", help="IS/FID of the run's eval_every snapshots and its losses as DVC plots "
+                                      "(results/curves/<profile>/)")
+    s.add_argument("experiment")
+    add_device_flag(s)
+    s.set_defaults(fn=cmd_curves)
+
     s = sub.add_parser("evaluate-real", help="score a dataset's real images (params.yaml `real`)")
     s.add_argument("dataset")
     add_device_flag(s)
     s.set_defaults(fn=cmd_evaluate_real)
+
+    s = sub.add_parser("figures", help="the StackGAN++ paper's figures (t-SNE map, stages, CA diversity, nearest "
+                                       "neighbours, interpolation, baselines) for an experiment; writes "
+                                       "results/figures/<profile>/<exp>/")
+    s.add_argument("experiment")
+    s.add_argument("--num-samples", type=positive_int, help="samples in the t-SNE map (default: params.yaml figures)")
+    add_device_flag(s)
+    s.set_defaults(fn=cmd_figures)
 
     s = sub.add_parser("score", help="score any folder of images under a named protocol")
     s.add_argument("images")
@@ -398,9 +466,32 @@ def build_parser():
     s.add_argument("--rev", default="HEAD", help="baseline revision (default HEAD)")
     s.set_defaults(fn=cmd_gate)
 
-    s = sub.add_parser("report", help="write results/tables/*.md from results/metrics")
+    s = sub.add_parser("hr", help="human rank (HR): build a ranking study, serve it to raters, aggregate the ranks")
+    hr = s.add_subparsers(dest="hr_command", required=True, parser_class=_Parser)
+    b = hr.add_parser("build", help="sample a study folder (images, manifest, page) from trained experiments")
+    b.add_argument("--experiments", nargs="+", required=True, help="two or more text-to-image experiments, one dataset")
+    b.add_argument("--dataset", required=True, help="the experiments' dataset (a check)")
+    b.add_argument("--captions-per-class", type=positive_int, default=50, help="random test captions per class")
+    b.add_argument("--captions", type=positive_int, help="instead: random test captions in all (COCO: 4000)")
+    b.add_argument("--images-per-caption", type=positive_int, default=5)
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--name", help="study name (default <dataset>-seed<seed>)")
+    b.add_argument("--out", help="study folder (default runs/<profile>/hr/<name>)")
+    add_device_flag(b)
+    b = hr.add_parser("serve", help="serve a study's ranking page; answers go to STUDY/answers.jsonl")
+    b.add_argument("study")
+    b.add_argument("--host", default="127.0.0.1")
+    b.add_argument("--port", type=int, default=8765)
+    b = hr.add_parser("aggregate", help="average rank ± std per model and Kendall's W, as a metrics file")
+    b.add_argument("study")
+    b.add_argument("--out", help="metrics file (default results/metrics/<profile>/hr-<dataset>.json)")
+    s.set_defaults(fn=cmd_hr)
+
+    s = sub.add_parser("report", help="write results/tables/*.md from results/metrics, and results/report.md "
+                                      "(+ .html) with the tables, figures and curves of every profile")
     s.add_argument("--metrics", default="results/metrics")
     s.add_argument("--out", default="results/tables")
+    s.add_argument("--results", default="results", help="where report.md goes and figures/, curves/ are read")
     s.set_defaults(fn=cmd_report)
     return p
 

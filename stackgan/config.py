@@ -26,13 +26,14 @@ PROFILES = ("embedded", "ci", "paper")
 # Keys an experiment entry has besides its family's settings, with an example of their type.
 ENTRY_KEYS = {"model": "v2", "dataset": "cub"}
 # Settings whose default is null: the type a value must have when one is given.
-NULLABLE = {"max_steps": 1, "num_samples": 1, "parent": "", "encoder": "", "limit": 1}
+NULLABLE = {"max_steps": 1, "eval_every": 1, "num_samples": 1, "parent": "", "encoder": "", "limit": 1}
 POSITIVE = {"batch_size", "max_epoch", "max_steps", "checkpoint_every", "grid_every", "log_every",
+            "eval_every", "eval_samples",
             "gf_dim", "df_dim", "z_dim", "ef_dim", "text_dim", "out_size", "stage1_size", "branch_sizes",
             "num_classes", "dcgan_z_dim", "num_embeddings", "num_samples", "snapshot_interval",
             "lr_decay_epochs", "width", "lr_g", "lr_d", "lr", "steps", "limit", "threads"}
 NON_NEGATIVE = {"workers", "seed", "independent_steps", "joint_steps", "r_num", "discriminators"}
-WHY_POSITIVE = {"max_steps": "null trains for train.max_epoch epochs"}
+WHY_POSITIVE = {"max_steps": "null trains for train.max_epoch epochs", "eval_every": "null turns it off"}
 # A profile's keys; `overrides` is checked per family (check_profile).
 PROFILE_KEYS = {"limit": None, "cpu": {"pinned": True, "threads": 1, "convolutions": "im2col"}, "overrides": None}
 
@@ -233,9 +234,13 @@ def experiment_config(params, name, profile=None):
         "model": f"{run_dir}/model.pt",
         "grids": f"{run_dir}/grids",
         "live": f"{run_dir}/live",
+        "snapshots": f"{run_dir}/snapshots",
         "samples": f"{run_dir}/samples",
         "sample_grid": f"{run_dir}/sample_grid.png",
         "metrics": f"results/metrics/{profile}/{name}.json",
+        "curves": {part: f"results/curves/{profile}/{part}/{name}" for part in ("losses", "scores")},
+        "curves_record": f"results/curves/{profile}/{name}.json",
+        "curves_plot": f"results/curves/{profile}/{name}.png",
     }
     return cfg
 
@@ -245,7 +250,8 @@ def trajectory_config(cfg):
     how they are scored, or how long the run is (so a finished run can be extended)."""
     relevant = {k: v for k, v in cfg.items() if k not in ("eval", "paths", "profile")}
     relevant["train"] = {k: v for k, v in cfg.get("train", {}).items()
-                         if k not in ("checkpoint_every", "grid_every", "workers", "max_steps", "max_epoch")}
+                         if k not in ("checkpoint_every", "grid_every", "eval_every", "eval_samples", "workers", "max_steps",
+                                      "max_epoch")}
     return relevant
 
 

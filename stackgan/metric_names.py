@@ -55,3 +55,17 @@ def family(key: str) -> str:
         return key
     match = _FAMILY.match(key)
     return match.group() if match else key
+
+
+def with_count(key: str, count: int) -> str:
+    """`key` measured on `count` samples instead (`is30k_cub-ft`, 5000 -> `is5k_cub-ft`): the
+    protocol's small variant that `stackgan curves` scores snapshots with."""
+    parsed = parse(key)
+    if parsed is None or parsed.family not in ("is", "fid"):
+        raise ValueError(f"{key} is not an IS/FID key")
+    if count % 1000 == 0:
+        return f"{parsed.family}{count // 1000}k{parsed.resize or ''}_{parsed.suffix}"
+    if parsed.resize is not None:
+        raise ValueError(f"{key} resizes first, which the grammar writes only after a `k` count; "
+                         f"use a multiple of 1000 samples")
+    return f"{parsed.family}{count}_{parsed.suffix}"

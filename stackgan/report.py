@@ -13,6 +13,7 @@ import pandas as pd
 
 from stackgan.atomic import write_text
 from stackgan.errors import UserError
+from stackgan.hr.tables import fold_human_ranks
 from stackgan.metric_names import HUMAN_STUDY_KEYS, family, parse
 from stackgan.metrics.protocols import get_protocol
 from stackgan.metrics.rulers import ruler_of
@@ -33,15 +34,17 @@ GENERATED_LINE = (
 )
 
 HR_NOTE = (
-    "**HR (human rank).** Not measured by this harness yet: the `ours` cell stays "
-    f"`{MISSING}` until a ranking tool writes an `hr` metric. The paper's protocol "
+    "**HR (human rank).** Measured by `stackgan hr` (build a study from trained experiments, "
+    "let raters rank in the browser, aggregate into `<metrics root>/<profile>/hr-<dataset>.json`); "
+    f"the `ours` cell stays `{MISSING}` until such a file gives the experiment an `hr`, and its "
+    "`ruler` cell then names the study's raters, captions and images per caption. The paper's protocol "
     "(StackGAN++ §6, evaluation metrics): 50 text descriptions were selected at random for "
     "each class of the CUB and Oxford-102 test sets, and 4k descriptions at random from the "
     "COCO validation set; each model generated 5 images per sentence; 30 users (none of them "
     "authors) were shown the results of the different methods for the same text description "
     "and ranked the methods; the table gives the average rank (1 = best, lower is better). "
     "The paper does not say how images were grouped for the unconditional datasets "
-    "(LSUN, ImageNet), which have no captions."
+    "(LSUN, ImageNet), which have no captions, so `stackgan hr` takes text-conditional models only."
 )
 
 TURING_NOTE = (
@@ -139,10 +142,10 @@ def load_metrics(metrics_root) -> dict:
         return {}
     profiles = {}
     for profile_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        profiles[profile_dir.name] = {
+        profiles[profile_dir.name] = fold_human_ranks({
             path.stem: _load_record(path, profile_dir.name)
             for path in sorted(profile_dir.glob("*.json"))
-        }
+        }, profile_dir)
     return profiles
 
 
@@ -196,6 +199,8 @@ def markdown(rows, columns):
 
 def describe_key(key):
     """What a metric key promises, read from its name (stackgan/metric_names.py)."""
+    if key == "hr":
+        return "human study: average rank, 1 = best (`stackgan hr`; see note)"
     if key in HUMAN_STUDY_KEYS:
         return "human study (not run by this harness; see note)"
     parsed = parse(key)
@@ -225,8 +230,24 @@ def _protocol_cells(key, record):
             value = value[:12]
         if field == "ruler":
             value = ruler_label(key, record)
+        if field == "reference" and isinstance(value, dict):
+            value = reference_words(value)
         cells.append(_cell(value))
     return cells
+
+
+def reference_words(reference):
+    """A FID protocol's recorded reference set as a reader says it: `test split, 750 images at
+    64x64 (<resize rule>)`; a folder given to `stackgan score` by its image count."""
+    count = reference.get("num_images")
+    what = f"{reference['split']} split" if reference.get("split") else "reference folder"
+    words = f"{what}, {count} images" if count is not None else what
+    size = reference.get("resized_to")
+    if isinstance(size, list) and len(size) == 2:
+        words += f" at {size[0]}x{size[1]}"
+    if reference.get("resize_rule"):
+        words += f" ({reference['resize_rule']})"
+    return words
 
 
 def _cell(value):

@@ -71,6 +71,13 @@ def eval_mixed_generator(seed: int, index: int) -> torch.Generator:
     return torch_generator(mix(seed, index))
 
 
+# -- the paper's figures (stackgan/figures/): all of a figure's noise drawn at once on the CPU, so
+# it does not depend on the batch size it is generated in
+def figure_generator(seed: int, figure: int) -> torch.Generator:
+    """The noise of one figure, keyed by its number in the StackGAN++ paper."""
+    return torch_generator(mix(seed, figure, 13))
+
+
 def content_seed(data: bytes) -> int:
     """A seed that is a pure function of some bytes (e.g. one row of a noise tensor)."""
     return int.from_bytes(hashlib.sha256(data).digest()[:8], "little")

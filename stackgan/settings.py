@@ -43,6 +43,8 @@ class TrainSettings:
     checkpoint_every: int
     grid_every: int
     log_every: int
+    eval_every: int | None  # a generator snapshot every this many steps, scored by `stackgan curves`; None: off
+    eval_samples: int  # the samples each snapshot is scored on (the protocols' small variant)
     amp: bool  # GPU switches; off is the faithful fp32 run with per-rank BatchNorm statistics
     channels_last: bool
     sync_bn: bool

@@ -215,6 +215,8 @@ def _train(cfg, ctx, stop_after, verify):
     if stop_after is not None:
         end = min(end, start + stop_after)
     saved = start  # the step of this run's newest checkpoint on disk (0: none)
+    if ctx.is_main:
+        drop_snapshots_after(c.paths["snapshots"], start)
 
     sampler = StepBatches(len(dataset), t.batch_size, ctx.rank, ctx.world, t.seed, start, end)
     # One pass over a sampler of every remaining step: the workers live for the whole run.
@@ -251,6 +253,10 @@ def _train(cfg, ctx, stop_after, verify):
                     for k, v in values.items():
                         live.log_metric(f"train/{k}", v)
                     live.next_step()
+            # Before the checkpoint of the same step, which a resumed run starts after. The last
+            # step's snapshot is model.pt itself.
+            if ctx.is_main and t.eval_every and step % t.eval_every == 0 and step < final:
+                save_model(cfg, method, step, h, inputs, Path(c.paths["snapshots"]) / snapshot_name(step))
             if save_step:
                 if ctx.is_main:
                     checkpoint.save(ckpt_dir, method, step, h)
@@ -267,7 +273,22 @@ def _train(cfg, ctx, stop_after, verify):
     return step
 
 
-def save_model(cfg, method, step, hash_, inputs):
+def snapshot_name(step):
+    return f"step{step:07d}.pt"
+
+
+def drop_snapshots_after(folder, step):
+    """Remove this command's snapshots of steps after `step` (an earlier run's, or ones past the
+    checkpoint a killed run resumes from), which the resumed run writes again; nothing else."""
+    Path(folder).mkdir(parents=True, exist_ok=True)  # a DVC output even when train.eval_every is off
+    for path in Path(folder).glob("step*.pt"):
+        digits = path.name[len("step"):-len(".pt")]
+        if digits.isdigit() and path.name == snapshot_name(int(digits)) and int(digits) > step:
+            path.unlink()
+
+
+def save_model(cfg, method, step, hash_, inputs, path=None):
+    """model.pt (or, with `path`, a snapshot in its format: what `stackgan curves` scores)."""
     g = method.eval_generator()
     torch_save({"family": cfg["family"], "config": cfg, "config_hash": hash_, "trained_on": asdict(inputs),
-                "step": step, "generator": g.state_dict(), **method.export_extra()}, cfg["paths"]["model"])
+                "step": step, "generator": g.state_dict(), **method.export_extra()}, path or cfg["paths"]["model"])

@@ -130,7 +130,8 @@ def test_every_device_flag_defaults_to_auto_with_the_same_choices():
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     flags = {name: action for name, parser in sub.choices.items() for action in parser._actions
              if "--device" in action.option_strings}
-    assert set(flags) == {"train", "sample", "classifier", "refstats", "encoder", "evaluate", "evaluate-real", "score"}
+    assert set(flags) == {"train", "sample", "classifier", "refstats", "encoder", "evaluate", "evaluate-real", "score",
+                          "curves", "figures"}
     for name, action in flags.items():
         assert action.default == "auto" and tuple(action.choices) == devices.CHOICES, name
 

@@ -20,6 +20,7 @@ NOT_DEPS = {
 
 # Package data a module reads: a dep of every stage that runs the module.
 DATA = {
+    "stackgan/hr/study.py": ["stackgan/hr/index.html", "stackgan/hr/rank.js"],
     "stackgan/report.py": ["stackgan/paper_numbers.csv"],
     "stackgan/sources.py": ["stackgan/checksums.json"],
 }

@@ -58,6 +58,22 @@ def test_every_stage_leaves_its_outputs(pipeline):
     assert "NOT a reproduction" in (work / "results/tables/ci.md").read_text()
 
 
+def test_dvc_plots_render_every_experiments_curves(pipeline, tmp_path):
+    work, params, _ = pipeline
+    run(["dvc", "plots", "show", "-o", str(tmp_path / "plots")], work)
+    html = (tmp_path / "plots/index.html").read_text()
+    for name in params["run"]["evaluate"]:
+        record = json.loads((work / f"results/curves/ci/{name}.json").read_text())
+        assert len(record["points"]) >= 2, record["points"]  # eval_every's snapshots and model.pt
+        for series in record["losses"]:
+            assert f"results/curves/ci/losses/{name}/{series}.tsv" in html
+        for key in record["protocols"]:
+            assert f"results/curves/ci/scores/{name}/{key}.tsv" in html
+    report = (work / "results/report.md").read_text()
+    assert "## The `ci` profile" in report and "curves/ci/" in report
+    assert (work / "results/report.html").read_text().startswith("<!DOCTYPE html>")
+
+
 def test_second_repro_does_nothing(pipeline):
     work, _, _ = pipeline
     out = run(["dvc", "repro"], work)
@@ -74,10 +90,11 @@ def test_changing_one_experiment_reruns_only_it(pipeline):
     changed = {c for c in changed if "@" in c or c == "report"}
     # this experiment's stages, plus the dataset's reference statistics (keyed by content: a no-op)
     assert f"train@{target}" in changed, status
-    assert changed <= {f"train@{target}", f"sample@{target}", f"evaluate@{target}", "refstats@synthetic"}, status
+    own = {f"{stage}@{target}" for stage in ("train", "sample", "evaluate", "curves", "figures")}
+    assert changed <= own | {"refstats@synthetic"}, status
     out = run(["dvc", "repro"], work)
     ran = set(re.findall(r"Running stage '([^']+)'", out))
     assert f"train@{target}" in ran
-    assert ran <= {f"train@{target}", f"sample@{target}", f"evaluate@{target}", "refstats@synthetic", "report"}, ran
+    assert ran <= own | {"refstats@synthetic", "report"}, ran
     diff = run(["dvc", "metrics", "diff", "HEAD"], work)
     assert f"results/metrics/ci/{target}.json" in diff

@@ -39,7 +39,8 @@ def make_cfg(name, root, **overrides):
     cfg["data"]["prepared_dir"] = str(root / "prepared")
     run = root / "runs" / name  # Stage-II finds its parent as a sibling run folder
     cfg["paths"] = {"run": str(run), "checkpoint": str(run / "checkpoint"), "model": str(run / "model.pt"),
-                    "grids": str(run / "grids"), "live": str(run / "live"), "samples": str(run / "samples"),
+                    "grids": str(run / "grids"), "live": str(run / "live"), "snapshots": str(run / "snapshots"),
+                    "samples": str(run / "samples"),
                     "metrics": str(root / "metrics" / f"{name}.json")}
     return cfg
 

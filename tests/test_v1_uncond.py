@@ -250,7 +250,8 @@ def test_engine_trains_both_stages_from_images_only(tmp_path):
                         ("lsun-bedroom-v1", {"out_size": 64, "view": "sq76"})]:
         cfg = tiny_cfg(name, tmp_path, train=steps, **extra)
         run = Path(cfg["paths"]["run"])
-        cfg["paths"].update(checkpoint=str(run / "checkpoint"), grids=str(run / "grids"), live=str(run / "live"))
+        cfg["paths"].update(checkpoint=str(run / "checkpoint"), grids=str(run / "grids"), live=str(run / "live"),
+                            snapshots=str(run / "snapshots"))
         cfg["data"]["prepared_dir"] = str(tmp_path / "prepared")
         item = build_method(cfg, torch.device("cpu")).make_dataset(PreparedSplit(tmp_path / "prepared", "train"))[0]
         size = extra["out_size"]

@@ -47,6 +47,37 @@ class Method(Protocol):
         """The evaluation samples in order: (uint8 NHWC images, one item dict per image, per-branch
         uint8 images for the sample grid or None). Sample i depends on the evaluation seed and i only."""
 
+    # -- the paper's figures (stackgan/figures/), from a config, a model.pt's generator or a checkpoint
+    @staticmethod
+    def figure_skips(cfg) -> dict[str, str]:
+        """{figure: why it does not apply} for the figures this family cannot draw (tsne, stages,
+        diversity, neighbours, interpolation, baselines: stackgan/figures/); the hooks below are
+        called only for the figures not listed."""
+
+    @staticmethod
+    def discriminator_features(cfg, state, device) -> tuple[Callable, str]:
+        """(features(uint8 NHWC images) -> (N, F) CPU tensor, the layer in words): Fig. 12's
+        features from the last conv layer of the D judging the largest images, its weights
+        from a checkpoint state.pt (stackgan/checkpoint.py)."""
+
+    # Text-to-image families only (SGAN skips the figures that call them):
+    @staticmethod
+    def branch_names(cfg) -> list[str]:
+        """One label per image the generator returns (Stage-I first, final resolution last)."""
+
+    @staticmethod
+    def noise_dims(cfg) -> tuple[int, int | None]:
+        """(z width, CA noise width or None when unconditional)."""
+
+    @staticmethod
+    def figure_captions(cfg, n) -> tuple[list, torch.Tensor]:
+        """(captions, (n, text_dim) embeddings) of n test images spread over the split."""
+
+    @staticmethod
+    def generate(cfg, generator, z, emb=None, eps=None) -> list[np.ndarray]:
+        """Per-branch uint8 NHWC images for explicit noise: z (N, z width), emb (N, text_dim),
+        eps (N, CA width) fed to every CA of the generator (eps = 0: each CA gives its mean)."""
+
     # -- one training run
     def __init__(self, cfg, device, grad_sync=None): ...
 

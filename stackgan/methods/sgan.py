@@ -130,6 +130,37 @@ class SGANMethod:
         are 28 px; it has no FID protocol, this value's only use."""
         return 32
 
+    # -- the paper's figures (stackgan/figures/): the t-SNE map, neighbours and baselines apply
+    @staticmethod
+    def figure_skips(cfg):
+        why = "SGAN is conditioned on a class label: it has no caption embedding or CA noise to vary"
+        return {"stages": "SGAN's two levels are a feature vector and an image, not two image resolutions "
+                          "(the training grid's -fixed-fc3 image shows what each level controls)",
+                "diversity": why, "interpolation": why}
+
+    @staticmethod
+    def discriminator_features(cfg, state, device):
+        """Fig. 12's features: D0's trunk output (its last conv layer; D1 judges fc3, not images),
+        on images in G0's output space (x / 255 minus the training mean G0 subtracts)."""
+        c = SGANConfig.of(cfg)
+        nets = state["method"]["nets"]
+        g = nets["G" if c.variant == "dcgan" else "G0"]
+        mean = next((v for k, v in g.items() if k.endswith("image_mean")), None)
+        d = build_networks(c)["D0"]
+        d.load_state_dict(nets["D0"])
+        d = d.to(device).eval()
+
+        @torch.no_grad()
+        def features(images):
+            x = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float() / 255
+            if c.arch == "mnist":
+                x = x[:, :1]
+            if mean is not None:
+                x = x - mean.to(device)
+            return d.trunk(x).flatten(1).cpu()
+
+        return features, "D0 trunk: its output before the adversarial and Q heads (CIFAR-like: the last 1x1 conv, LeakyReLU)"
+
     @staticmethod
     def sample_batches(cfg, payload, generator, batch_size):
         """Labels i % K (spread evenly, as the reference samples); items carry class_id (the

@@ -149,6 +149,56 @@ class TextToImageMethod:
         check_embeddings(c, split, payload["config"].get("text_dim"))
         return caption_batches(c, generator, split, batch_size)
 
+    # -- the paper's figures (stackgan/figures/)
+    @classmethod
+    def figure_skips(cls, cfg):
+        c = cls.Config.of(cfg)
+        if c.conditional:
+            return {}
+        why = "an unconditional model reads no caption: there is no CA draw or sentence embedding to vary"
+        return {"diversity": why, "interpolation": why}
+
+    @classmethod
+    def noise_dims(cls, cfg):
+        c = cls.Config.of(cfg)
+        return c.z_dim, (c.ef_dim if c.conditional else None)
+
+    @classmethod
+    def figure_captions(cls, cfg, n):
+        """The first caption of n test images spread over the split, and their embeddings."""
+        c = cls.Config.of(cfg)
+        split = PreparedSplit(Path(c.data["prepared_dir"]), "test")
+        check_embeddings(c, split, c.text_dim)
+        idx = np.linspace(0, len(split) - 1, min(n, len(split))).astype(int)
+        captions = [split.captions[i][0] if split.captions else split.keys[i] for i in idx]
+        return captions, torch.from_numpy(np.ascontiguousarray(split.embeddings[idx, 0]))
+
+    @staticmethod
+    @torch.no_grad()
+    def generate(cfg, generator, z, emb=None, eps=None):
+        device = next(generator.parameters()).device
+        images, _, _ = generator(z.to(device), None if emb is None else emb.to(device),
+                                 eps=None if eps is None else eps.to(device))
+        return [to_uint8(x) for x in images]
+
+    @classmethod
+    def caption_images(cls, cfg, payload, generator, embeddings, seed, ids):
+        """The final-branch uint8 NHWC images of caption embeddings (N, text_dim) for a human
+        study (stackgan/hr/study.py): row k's z and CA noise are pure functions of (seed, ids[k]),
+        so every model of a study draws from the same noise for the same caption and image."""
+        c = cls.Config.of(cfg)
+        if not c.conditional:
+            raise UserError(f"{c.name} is unconditional (conditional: false); a human-rank study ranks images "
+                            "of the same caption, so give text-conditional experiments")
+        split = PreparedSplit(Path(c.data["prepared_dir"]), "test")
+        check_embeddings(c, split, payload["config"].get("text_dim"))
+        device = next(generator.parameters()).device
+        z = item_noise(seed, ids, c.z_dim).to(device)
+        eps = item_noise(seed + 1, ids, c.ef_dim).to(device)
+        with torch.no_grad():
+            images, _, _ = generator(z, torch.from_numpy(np.ascontiguousarray(embeddings)).to(device), eps=eps)
+        return to_uint8(images[-1])
+
     @classmethod
     def default_steps(cls, cfg, n_items):
         c = cls.Config.of(cfg)

@@ -15,12 +15,14 @@ import copy
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 
 from stackgan import checkpoint, seeding, speed
 from stackgan.data.loader import ImageOnlyDataset, TextImageDataset
 from stackgan.errors import UserError
+from stackgan.grids import to_uint8
 from stackgan.losses import v1 as L
 from stackgan.methods.base import load_training_state, training_state
 from stackgan.methods.text_to_image import TextToImageConfig, TextToImageMethod, check_text_width
@@ -79,10 +81,14 @@ def build_generator(c):
                    freeze_stage1_bn=c.freeze_stage1_bn, conditional=c.conditional)
 
 
+def build_discriminator(c):
+    d_class = Stage1D if c.stage == 1 else Stage2D
+    return d_class(c.df_dim, c_dim=c.ef_dim, in_size=c.out_size, conditional=c.conditional)
+
+
 def build_networks(c):
     g_name, d_name = NET_NAMES[c.stage]
-    d_class = Stage1D if c.stage == 1 else Stage2D
-    d = d_class(c.df_dim, c_dim=c.ef_dim, in_size=c.out_size, conditional=c.conditional)
+    d = build_discriminator(c)  # before G: the initial weights follow this order
     return {g_name: build_generator(c), d_name: d}
 
 
@@ -151,6 +157,40 @@ class V1Method(TextToImageMethod):
     @staticmethod
     def output_resolution(cfg):
         return V1Config.of(cfg).out_size
+
+    # -- the paper's figures (stackgan/figures/)
+    @staticmethod
+    def branch_names(cfg):
+        c = V1Config.of(cfg)
+        if c.stage == 1:
+            return [f"Stage-I ({c.out_size} px)"]
+        return [f"Stage-I ({c.stage1_size} px)", f"Stage-II ({c.out_size} px)"]
+
+    @staticmethod
+    @torch.no_grad()
+    def generate(cfg, generator, z, emb=None, eps=None):
+        """As TextToImageMethod.generate; a Stage-II's frozen Stage-I CA takes the same eps, so
+        eps = 0 means every CA gives its mean."""
+        device = next(generator.parameters()).device
+        eps = None if eps is None else eps.to(device)
+        images, _, _ = generator(z.to(device), None if emb is None else emb.to(device), eps=eps, eps_stage1=eps)
+        return [to_uint8(x) for x in images]
+
+    @staticmethod
+    def discriminator_features(cfg, state, device):
+        """Fig. 12's features: the stage's D trunk output (its last conv block, before the heads)."""
+        c = V1Config.of(cfg)
+        name = NET_NAMES[c.stage][1]
+        d = build_discriminator(c)
+        d.load_state_dict(state["method"]["nets"][name])
+        d = d.to(device).eval()
+
+        @torch.no_grad()
+        def features(images):
+            x = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
+            return d.encode(x).flatten(1).cpu()
+
+        return features, f"{name} (the Stage-{'I' * c.stage} D) encode_image: the last conv block (conv, BN, LeakyReLU)"
 
     def __init__(self, cfg, device, grad_sync=None):
         self.c = c = V1Config.of(cfg)

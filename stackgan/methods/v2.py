@@ -10,6 +10,7 @@ replicates that (the faithful default).
 import copy
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from stackgan import speed
@@ -91,6 +92,31 @@ class V2Method(TextToImageMethod):
     @staticmethod
     def output_resolution(cfg):
         return emitted_sizes(V2Config.of(cfg))[-1]
+
+    # -- the paper's figures (stackgan/figures/)
+    @staticmethod
+    def branch_names(cfg):
+        c = V2Config.of(cfg)
+        return [f"G{i + 1} ({s} px)" for i, (s, e) in enumerate(zip(c.branch_sizes, c.emit)) if e]
+
+    @staticmethod
+    def discriminator_features(cfg, state, device):
+        """Fig. 12's features: the trunk output (the last conv block, before the heads) of the D
+        judging the largest branch (D256 at paper size; the first of 3G3's three)."""
+        c = V2Config.of(cfg)
+        sizes = emitted_sizes(c)
+        judged = dict(zip(discriminator_names(c), (sizes[i] for i in c.discriminators)))
+        name = max(judged, key=lambda k: (judged[k], -list(judged).index(k)))
+        d = build_discriminators(c)[name]
+        d.load_state_dict(state["method"]["nets"][name])
+        d = d.to(device).eval()
+
+        @torch.no_grad()
+        def features(images):
+            x = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
+            return d.trunk(x).flatten(1).cpu()
+
+        return features, f"{name} trunk: the last conv block (conv, BN, LeakyReLU)"
 
     def __init__(self, cfg, device, grad_sync=None):
         self.c = c = V2Config.of(cfg)
