@@ -78,6 +78,13 @@ def figure_generator(seed: int, figure: int) -> torch.Generator:
     return torch_generator(mix(seed, figure, 13))
 
 
+# -- a human-rank study (stackgan/hr/study.py): image j of a caption gets the same noise from
+# every model, so raters compare the models and not their draws
+def study_generator(seed: int, image: int, stream: int) -> torch.Generator:
+    """One study image's noise: stream 0 is z, stream 1 the CA noise."""
+    return torch_generator(mix(seed, image, stream, 17))
+
+
 def content_seed(data: bytes) -> int:
     """A seed that is a pure function of some bytes (e.g. one row of a noise tensor)."""
     return int.from_bytes(hashlib.sha256(data).digest()[:8], "little")

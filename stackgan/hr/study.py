@@ -13,6 +13,7 @@ from importlib.resources import files as package_files
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from stackgan import seeding
@@ -50,6 +51,8 @@ def build(cfgs, dataset, out, captions_per_class=50, captions=None, images_per_c
     for cfg in cfgs:
         payload, g = load_model(cfg, device)
         method = family(payload["family"])
+        check_embedding_width(cfg, split, payload)
+        z_dim, eps_dim = method.noise_dims(cfg)
         models.append({"experiment": cfg["name"], "family": payload["family"], "step": payload["step"],
                        "model_sha256": sha256_file(cfg["paths"]["model"])})
         for row in rows:
@@ -58,8 +61,10 @@ def build(cfgs, dataset, out, captions_per_class=50, captions=None, images_per_c
         for start in range(0, len(jobs), BATCH):
             chunk = jobs[start:start + BATCH]
             emb = np.stack([split.embeddings[rows[n]["image_index"], rows[n]["caption_index"]] for n, _ in chunk])
-            # The noise id is the same for every model: image j of a caption shares its z across models.
-            images = method.caption_images(cfg, payload, g, emb, seed, [n * images_per_caption + j for n, j in chunk])
+            ids = [n * images_per_caption + j for n, j in chunk]
+            z = study_noise(seed, ids, 0, z_dim)
+            eps = study_noise(seed, ids, 1, eps_dim)
+            images = method.generate(cfg, g, z, torch.from_numpy(np.ascontiguousarray(emb)), eps)[-1]
             for img, (n, j) in zip(images, chunk):
                 name = f"images/{sha256_json([seed, cfg['name'], rows[n]['id'], j], 20)}.png"
                 with atomic_path(tmp / name) as p:
@@ -82,6 +87,20 @@ def build(cfgs, dataset, out, captions_per_class=50, captions=None, images_per_c
     return out, manifest
 
 
+def study_noise(seed, ids, stream, dim):
+    """(len(ids), dim) N(0, 1) rows, row k a pure function of (seed, ids[k], stream): the same for
+    every model and batch size."""
+    return torch.stack([torch.randn(dim, generator=seeding.study_generator(seed, i, stream)) for i in ids])
+
+
+def check_embedding_width(cfg, split, payload):
+    width, text_dim = split.embeddings.shape[-1], payload["config"].get("text_dim")
+    if width != text_dim:
+        raise UserError(f"{cfg['data']['prepared_dir']}/test holds {width}-wide caption embeddings but "
+                        f"{cfg['name']}'s model takes text_dim {text_dim}; build the study from models of that "
+                        f"dataset (re-run `stackgan prepare {cfg['data']['name']}` if its embeddings changed)")
+
+
 def check_experiments(cfgs, dataset):
     from stackgan.methods import family
 
@@ -98,8 +117,8 @@ def check_experiments(cfgs, dataset):
         raise UserError(f"the experiments are of dataset {datasets[0]}, not --dataset {dataset}; "
                         "give experiments of that dataset or fix --dataset")
     for c in cfgs:
-        # A family that can draw images for a caption has caption_images (the text-to-image ones).
-        if not hasattr(family(c["family"]), "caption_images") or c.get("conditional") is False:
+        # A family that draws images for explicit caption and noise has `generate` (the text-to-image ones).
+        if not hasattr(family(c["family"]), "generate") or c.get("conditional") is False:
             raise UserError(f"{c['name']} is not a text-conditional StackGAN-v1/v2 experiment; a human-rank study "
                             "ranks images generated for the same caption")
 

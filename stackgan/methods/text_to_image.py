@@ -16,6 +16,7 @@ import torch
 
 from stackgan import seeding
 from stackgan.atomic import atomic_path
+from stackgan.data.device_resize import signed_range
 from stackgan.data.prepared import PreparedSplit
 from stackgan.errors import UserError
 from stackgan.grids import compose, to_uint8
@@ -43,6 +44,17 @@ class TextToImageConfig(RunConfig):
     r_num: int
     data_sampling: DataSampling
     train: EpochTrainSettings
+
+
+def image_features(trunk, device):
+    """features(uint8 NHWC images) -> (N, F) CPU tensor: `trunk` (a D's conv layers) on images
+    normalised as the training inputs are (Fig. 12's retrieval features)."""
+    @torch.no_grad()
+    def features(images):
+        x = signed_range(torch.from_numpy(np.ascontiguousarray(images)).to(device)).permute(0, 3, 1, 2)
+        return trunk(x).flatten(1).cpu()
+
+    return features
 
 
 def item_noise(seed, indices, dim):
@@ -180,24 +192,6 @@ class TextToImageMethod:
         images, _, _ = generator(z.to(device), None if emb is None else emb.to(device),
                                  eps=None if eps is None else eps.to(device))
         return [to_uint8(x) for x in images]
-
-    @classmethod
-    def caption_images(cls, cfg, payload, generator, embeddings, seed, ids):
-        """The final-branch uint8 NHWC images of caption embeddings (N, text_dim) for a human
-        study (stackgan/hr/study.py): row k's z and CA noise are pure functions of (seed, ids[k]),
-        so every model of a study draws from the same noise for the same caption and image."""
-        c = cls.Config.of(cfg)
-        if not c.conditional:
-            raise UserError(f"{c.name} is unconditional (conditional: false); a human-rank study ranks images "
-                            "of the same caption, so give text-conditional experiments")
-        split = PreparedSplit(Path(c.data["prepared_dir"]), "test")
-        check_embeddings(c, split, payload["config"].get("text_dim"))
-        device = next(generator.parameters()).device
-        z = item_noise(seed, ids, c.z_dim).to(device)
-        eps = item_noise(seed + 1, ids, c.ef_dim).to(device)
-        with torch.no_grad():
-            images, _, _ = generator(z, torch.from_numpy(np.ascontiguousarray(embeddings)).to(device), eps=eps)
-        return to_uint8(images[-1])
 
     @classmethod
     def default_steps(cls, cfg, n_items):

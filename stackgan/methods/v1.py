@@ -15,7 +15,6 @@ import copy
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn as nn
 
@@ -25,7 +24,7 @@ from stackgan.errors import UserError
 from stackgan.grids import to_uint8
 from stackgan.losses import v1 as L
 from stackgan.methods.base import load_training_state, training_state
-from stackgan.methods.text_to_image import TextToImageConfig, TextToImageMethod, check_text_width
+from stackgan.methods.text_to_image import TextToImageConfig, TextToImageMethod, check_text_width, image_features
 from stackgan.models.v1 import Stage1D, Stage1G, Stage2D, Stage2G
 from stackgan.settings import AdamSettings
 
@@ -184,13 +183,7 @@ class V1Method(TextToImageMethod):
         d = build_discriminator(c)
         d.load_state_dict(state["method"]["nets"][name])
         d = d.to(device).eval()
-
-        @torch.no_grad()
-        def features(images):
-            x = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
-            return d.encode(x).flatten(1).cpu()
-
-        return features, f"{name} (the Stage-{'I' * c.stage} D) encode_image: the last conv block (conv, BN, LeakyReLU)"
+        return image_features(d.encode, device), f"{name} (the Stage-{'I' * c.stage} D) encode_image: the last conv block (conv, BN, LeakyReLU)"
 
     def __init__(self, cfg, device, grad_sync=None):
         self.c = c = V1Config.of(cfg)

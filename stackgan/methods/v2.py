@@ -10,14 +10,13 @@ replicates that (the faithful default).
 import copy
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from stackgan import speed
 from stackgan.data.loader import ImageOnlyDataset, TextImageDataset
 from stackgan.losses import v2 as L
 from stackgan.methods.base import load_training_state, training_state
-from stackgan.methods.text_to_image import TextToImageConfig, TextToImageMethod, check_text_width
+from stackgan.methods.text_to_image import TextToImageConfig, TextToImageMethod, check_text_width, image_features
 from stackgan.models.v2 import Discriminator, Generator, init_weights
 from stackgan.settings import AdamSettings
 
@@ -110,13 +109,7 @@ class V2Method(TextToImageMethod):
         d = build_discriminators(c)[name]
         d.load_state_dict(state["method"]["nets"][name])
         d = d.to(device).eval()
-
-        @torch.no_grad()
-        def features(images):
-            x = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
-            return d.trunk(x).flatten(1).cpu()
-
-        return features, f"{name} trunk: the last conv block (conv, BN, LeakyReLU)"
+        return image_features(d.trunk, device), f"{name} trunk: the last conv block (conv, BN, LeakyReLU)"
 
     def __init__(self, cfg, device, grad_sync=None):
         self.c = c = V2Config.of(cfg)
