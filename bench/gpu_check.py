@@ -198,6 +198,11 @@ def error_text(err):
 
 # -- configs and the files they start from (worker side)
 
+def _under(scratch, paths):
+    """A config's paths (groups of them included, e.g. `curves`) moved under `scratch`."""
+    return {k: _under(scratch, v) for k, v in paths.items()} if isinstance(paths, dict) else str(scratch / paths)
+
+
 def experiment_cfg(params, name, tiny, scratch):
     """The experiment's paper config (tiny: shrunk), every path under `scratch`, and the trained
     inputs it loads (a Stage-II's parent model.pt, SGAN's encoder.pt) written there with random weights."""
@@ -206,7 +211,7 @@ def experiment_cfg(params, name, tiny, scratch):
     cfg = C.experiment_config(params, name, "paper")
     if tiny:
         cfg = C.deep_merge(cfg, TINY_OVERRIDES[name])
-    cfg["paths"] = {k: str(scratch / v) for k, v in cfg["paths"].items()}
+    cfg["paths"] = _under(scratch, cfg["paths"])
     if cfg["family"] == "v1" and cfg["stage"] == 2:
         _write_parent(params, cfg["parent"], tiny, scratch)
     if cfg["family"] == "sgan":
