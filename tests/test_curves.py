@@ -12,7 +12,6 @@ from stackgan import checkpoint
 from stackgan import config as C
 from stackgan import metric_names
 from stackgan.curves import curves
-from stackgan.data import cub, synthetic
 from stackgan.errors import UserError
 from stackgan.metrics.refstats import compute_refstats_for
 from stackgan.metrics.synthetic_classifier import train_synthetic_classifier
@@ -20,15 +19,6 @@ from stackgan.train import drop_snapshots_after, train
 
 REPO = Path(__file__).resolve().parents[1]
 RUN = Path("runs/ci/synthetic-v2")
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    root = tmp_path_factory.mktemp("curves")
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw = synthetic.generate(root / "raw", num_images=160, seed=3)
-    cub.prepare(raw, root / "prepared", views={"short76": params["datasets"]["synthetic"]["views"]["short76"]})
-    return root / "prepared"
 
 
 def project(tmp_path, prepared, monkeypatch, max_steps=8, eval_every=3):

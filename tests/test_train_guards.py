@@ -10,7 +10,6 @@ import yaml
 
 from stackgan import config as C
 from stackgan.cli import main as cli_main
-from stackgan.data import cub, synthetic
 from stackgan.data.loader import EpochDataset
 from stackgan.errors import UserError
 from stackgan.methods.v2 import V2Method
@@ -18,15 +17,6 @@ from stackgan.train import train, trim_live_log
 
 REPO = Path(__file__).resolve().parents[1]
 RUN = Path("runs/ci/synthetic-v2")
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    root = tmp_path_factory.mktemp("guards")
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw = synthetic.generate(root / "raw", num_images=160, seed=3)
-    cub.prepare(raw, root / "prepared", views={"short76": params["datasets"]["synthetic"]["views"]["short76"]})
-    return root / "prepared"
 
 
 def project(tmp_path, prepared, name, monkeypatch, **experiment):
